@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from albertzh.errors import ConfigError
 
@@ -88,3 +88,36 @@ def build_config(
         raise ConfigError(
             validation_message(exc, str(file) if file and not overrides else None)
         ) from exc
+
+
+class CorpusStageConfig(StageConfig):
+    """Options every corpus stage (clean, segment, build-vocab, make-shards) shares."""
+
+    output: Path = Field(
+        ...,
+        description="Output directory (Parquet parts + manifest.json).",
+        json_schema_extra={"short": "-o"},
+    )
+    workers: int = Field(
+        1, ge=1, description="Worker processes; outputs are identical for any number."
+    )
+    resume: bool = Field(
+        False, description="Keep complete parts in the output directory and do only the rest."
+    )
+    overwrite: bool = Field(False, description="Delete a non-empty output directory first.")
+    shard_index: int = Field(
+        0, ge=0, description="Process only work units i with i % num_shards == shard_index."
+    )
+    num_shards: int = Field(
+        1, ge=1, description="Split the work over this many machines (see --shard-index)."
+    )
+
+    @model_validator(mode="after")
+    def _check_shards(self) -> CorpusStageConfig:
+        if self.shard_index >= self.num_shards:
+            raise ValueError(
+                f"--shard-index {self.shard_index} must be smaller than --num-shards {self.num_shards}"
+            )
+        if self.resume and self.overwrite:
+            raise ValueError("--resume and --overwrite exclude each other")
+        return self
