@@ -83,8 +83,10 @@ def prepare_demo_data(
     rng = random.Random(seed)
     splits: dict[str, list[tuple[int, str]]] = {"train": [], "dev": []}
     rest: list[str] = []
-    for label, name in ((1, "pos"), (0, "neg")):
-        lines = _unique_lines(src / "sentiment" / f"{name}.txt")
+    pos, neg = (_unique_lines(src / "sentiment" / f"{n}.txt") for n in ("pos", "neg"))
+    both = set(pos) & set(neg)  # a few reviews sit in both files: ambiguous, and a leak risk
+    for label, name, lines in ((1, "pos", pos), (0, "neg", neg)):
+        lines = [x for x in lines if x not in both]
         rng.shuffle(lines)
         if len(lines) < train_per_class + dev_per_class:
             raise InputError(f"{src / 'sentiment' / name}.txt: only {len(lines)} unique reviews")
