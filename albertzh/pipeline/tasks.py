@@ -1,0 +1,557 @@
+"""The task registry: one small definition per downstream task, its row reader and its metrics.
+
+A :class:`Task` says which file holds each split, how to read a row (TSV with or without a
+header, CSV, JSON lines), which fields are the texts and the label, the label list (or ``None``
+when it is inferred from train), and the metric that picks the best checkpoint. Reading never
+guesses silently: a missing column, an unknown label or an empty file is an :class:`InputError`
+naming the file and line.
+
+Split files may lack labels (CLUE test sets): such a split gives examples with ``label=None``
+and is good for predictions only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from albertzh.errors import ConfigError, InputError
+
+SPLITS = ("train", "dev", "test")
+NLI_LABELS = ("entailment", "neutral", "contradiction")
+# TNEWS label ids (105 and 111 are unused in the CLUE release).
+TNEWS_LABELS = tuple(str(i) for i in range(100, 117) if i not in (105, 111))
+
+# Header names that mean the same role, tried after the task's own field name.
+ROLE_ALIASES: dict[str, tuple[str, ...]] = {
+    "text_a": ("text_a", "sentence1", "sentence", "text", "query1", "question1", "premise", "q1"),
+    "text_b": ("text_b", "sentence2", "query2", "question2", "hypothesis", "hypo", "q2"),
+    "label": ("label", "gold_label", "labels", "y"),
+}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One task row: texts, label (``None`` in unlabelled splits) and its line in the file."""
+
+    text_a: str
+    text_b: str | None
+    label: str | float | None
+    line: int
+
+
+@dataclass(frozen=True)
+class Task:
+    """How to find, read and score one task."""
+
+    name: str
+    fmt: str  # "tsv", "csv", "jsonl" or "auto" (by file suffix)
+    files: Mapping[str, tuple[str, ...]]  # split -> candidate file names, first found wins
+    text_a: str
+    text_b: str | None
+    label: str
+    labels: tuple[str, ...] | None = None  # None: inferred from train
+    columns: tuple[str, ...] = ()  # column order of header-less TSV files
+    label_aliases: Mapping[str, str] = field(default_factory=dict)
+    drop_labels: frozenset[str] = frozenset()
+    row_filter: tuple[str, str] | None = None  # keep rows whose field equals value
+    metric: str = "accuracy"
+    regression: bool = False
+    description: str = ""
+
+    @property
+    def num_labels(self) -> int:
+        if self.regression:
+            return 1
+        if self.labels is None:
+            raise ConfigError(f"task {self.name}: labels are only known after reading train")
+        return len(self.labels)
+
+    @property
+    def is_pair(self) -> bool:
+        return self.text_b is not None
+
+
+def _files(exts: Sequence[str], **extra: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Candidate file names per split: ``train.tsv``, ``train.txt``, ... then release names."""
+    out: dict[str, tuple[str, ...]] = {}
+    for split in SPLITS:
+        stems = [split, *extra.get(split, ())]
+        out[split] = tuple(f"{stem}{ext}" for stem in stems for ext in exts)
+    return out
+
+
+_TSV = (".tsv", ".txt")
+_JSON = (".json", ".jsonl")
+# FewCLUE / OCNLI release names, tried after the plain train/dev/test names.
+_CLUE_ALT = {
+    "train": ("train_few_all", "train_0", "train.50k", "train.10k", "train.3k"),
+    "dev": ("dev_few_all", "dev_0"),
+    "test": ("test_public",),
+}
+
+
+def _pair_tsv(name: str, desc: str) -> Task:
+    return Task(
+        name=name,
+        fmt="tsv",
+        files=_files(_TSV),
+        text_a="text_a",
+        text_b="text_b",
+        label="label",
+        labels=("0", "1"),
+        columns=("text_a", "text_b", "label"),
+        description=desc,
+    )
+
+
+def _clue(
+    name: str, text_a: str, text_b: str | None, labels: tuple[str, ...], desc: str, **kw: Any
+) -> Task:
+    return Task(
+        name=name,
+        fmt="jsonl",
+        files=_files(_JSON, **_CLUE_ALT),
+        text_a=text_a,
+        text_b=text_b,
+        label="label",
+        labels=labels,
+        description=desc,
+        **kw,
+    )
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        _pair_tsv("lcqmc", "LCQMC question matching, TSV text_a\\ttext_b\\tlabel (0/1)."),
+        _pair_tsv("bq", "BQ corpus bank question matching, TSV text_a\\ttext_b\\tlabel (0/1)."),
+        _clue(
+            "afqmc", "sentence1", "sentence2", ("0", "1"), "CLUE AFQMC sentence-pair similarity."
+        ),
+        _clue(
+            "cmnli",
+            "sentence1",
+            "sentence2",
+            NLI_LABELS,
+            "CLUE CMNLI natural language inference.",
+            drop_labels=frozenset({"-"}),
+        ),
+        _clue(
+            "ocnli",
+            "sentence1",
+            "sentence2",
+            NLI_LABELS,
+            "CLUE OCNLI natural language inference.",
+            drop_labels=frozenset({"-"}),
+        ),
+        _clue("tnews", "sentence", None, TNEWS_LABELS, "CLUE TNEWS news title topic (15 classes)."),
+        _clue(
+            "iflytek",
+            "sentence",
+            None,
+            tuple(str(i) for i in range(119)),
+            "CLUE IFLYTEK app description category (119 classes).",
+        ),
+        _clue("csl", "keyword", "abst", ("0", "1"), "CLUE CSL: do keywords fit the abstract."),
+        Task(
+            name="xnli",
+            fmt="tsv",
+            files=_files(
+                _TSV, train=("multinli.train.zh",), dev=("xnli.dev",), test=("xnli.test",)
+            ),
+            text_a="premise",
+            text_b="hypo",
+            label="label",
+            labels=NLI_LABELS,
+            columns=("premise", "hypo", "label"),
+            label_aliases={"contradictory": "contradiction"},
+            drop_labels=frozenset({"-"}),
+            row_filter=("language", "zh"),
+            description="XNLI Chinese, TSV premise\\thypo\\tlabel (or the XNLI release layout).",
+        ),
+        Task(
+            name="chnsenticorp",
+            fmt="tsv",
+            files=_files(_TSV),
+            text_a="text_a",
+            text_b=None,
+            label="label",
+            labels=("0", "1"),
+            columns=("label", "text_a"),
+            description="ChnSentiCorp sentiment, TSV label\\ttext_a with header.",
+        ),
+    )
+}
+GENERIC_EXTS = (".tsv", ".csv", ".jsonl", ".json", ".txt")
+
+
+def task_names() -> list[str]:
+    return [*TASKS, "generic"]
+
+
+def get_task(
+    name: str,
+    *,
+    text_a: str | None = None,
+    text_b: str | None = None,
+    label: str | None = None,
+    regression: bool = False,
+) -> Task:
+    """The registered task ``name``; ``generic`` is built from the field names given."""
+    if name == "generic":
+        if not text_a or not label:
+            raise ConfigError("--task generic needs --text-a FIELD and --label FIELD")
+        return Task(
+            name="generic",
+            fmt="auto",
+            files=_files(GENERIC_EXTS),
+            text_a=text_a,
+            text_b=text_b or None,
+            label=label,
+            labels=None,
+            metric="pearson" if regression else "accuracy",
+            regression=regression,
+            description="Any TSV/CSV/JSONL file with named text and label fields.",
+        )
+    if name not in TASKS:
+        raise ConfigError(f"--task: unknown task {name!r} (known: {', '.join(task_names())})")
+    if text_a or text_b or label or regression:
+        raise ConfigError("--text-a/--text-b/--label/--regression only apply to --task generic")
+    return TASKS[name]
+
+
+def with_labels(task: Task, labels: Sequence[str]) -> Task:
+    """The task with its label list fixed (generic tasks learn it from train or a model dir)."""
+    return replace(task, labels=tuple(labels))
+
+
+# --------------------------------------------------------------------------- finding files
+
+
+def split_file(task: Task, data_dir: Path, split: str) -> Path:
+    """The file holding ``split`` in ``data_dir`` (the first candidate name that exists)."""
+    data_dir = Path(data_dir)
+    if split not in task.files:
+        raise ConfigError(f"--split: unknown split {split!r} (use one of {', '.join(SPLITS)})")
+    if not data_dir.is_dir():
+        raise InputError(f"{data_dir}: data directory not found")
+    for name in task.files[split]:
+        if (data_dir / name).is_file():
+            return data_dir / name
+    raise InputError(
+        f"{data_dir}: no {split} file for task {task.name} (looked for {', '.join(task.files[split])})"
+    )
+
+
+# --------------------------------------------------------------------------- row readers
+
+
+def _raw_lines(path: Path) -> Iterator[str]:
+    """Decoded lines (newline kept); decoded one by one so an error names its own line."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from exc
+    with f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}: line {n}: not valid UTF-8 ({exc.reason})") from exc
+            yield line.removeprefix("\ufeff") if n == 1 else line
+
+
+def _open_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without newline)."""
+    for n, line in enumerate(_raw_lines(path), 1):
+        yield n, line.rstrip("\r\n")
+
+
+def _resolve_columns(
+    path: Path, header: list[str], task: Task, roles: dict[str, str]
+) -> dict[str, int]:
+    """Map each role (text_a/text_b/label/filter) to a header column index."""
+    lower = [h.strip().lower() for h in header]
+    out: dict[str, int] = {}
+    for role, fname in roles.items():
+        candidates = (fname, *ROLE_ALIASES.get(role, ())) if task.name != "generic" else (fname,)
+        for c in candidates:
+            if c.lower() in lower:
+                out[role] = lower.index(c.lower())
+                break
+    return out
+
+
+def _looks_like_header(cells: list[str], task: Task, roles: dict[str, str]) -> bool:
+    names = {c.strip().lower() for c in cells}
+    known = {n.lower() for r, f in roles.items() for n in (f, *ROLE_ALIASES.get(r, ()))}
+    return bool(names & known)
+
+
+def _table_rows(path: Path, task: Task, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of a TSV/CSV file as (line, {role: value}); a header row is detected by its names."""
+    roles = {"text_a": task.text_a, "label": task.label}
+    if task.text_b:
+        roles["text_b"] = task.text_b
+    if task.row_filter:
+        roles["filter"] = task.row_filter[0]
+
+    if delimiter == "\t":
+        # Plain split: review text is full of quotes, which csv would try to interpret.
+        lines: Iterator[tuple[int, list[str]]] = (
+            (n, line.split("\t")) for n, line in _open_lines(path) if line.strip()
+        )
+    else:
+        lines = _csv_lines(path)
+
+    index: dict[str, int] | None = None
+    for n, cells in lines:
+        if index is None:
+            if _looks_like_header(cells, task, roles):
+                index = _resolve_columns(path, cells, task, roles)
+                for role in ("text_a", "text_b"):
+                    if role in roles and role not in index:
+                        raise InputError(f"{path}: line {n}: missing column {roles[role]!r}")
+                continue
+            if task.columns:
+                index = {r: task.columns.index(f) for r, f in roles.items() if f in task.columns}
+            elif all(f.isdigit() for r, f in roles.items() if r != "filter"):
+                index = {r: int(f) for r, f in roles.items() if f.isdigit()}
+            else:
+                raise InputError(
+                    f"{path}: line {n}: no header row naming {', '.join(repr(f) for f in roles.values())}"
+                )
+        row: dict[str, Any] = {}
+        for role, col in index.items():
+            if col < len(cells):
+                row[role] = cells[col]
+        yield n, row
+
+
+def _csv_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
+    reader = csv.reader(_raw_lines(path))
+    try:
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                yield reader.line_num, cells
+    except csv.Error as exc:
+        raise InputError(f"{path}: line {reader.line_num}: {exc}") from exc
+
+
+def _json_rows(path: Path, task: Task) -> Iterator[tuple[int, dict[str, Any]]]:
+    roles = {"text_a": task.text_a, "label": task.label}
+    if task.text_b:
+        roles["text_b"] = task.text_b
+    if task.row_filter:
+        roles["filter"] = task.row_filter[0]
+    for n, line in _open_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: line {n}: invalid JSON ({exc.msg})") from exc
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}: line {n}: expected a JSON object")
+        yield n, {role: obj[f] for role, f in roles.items() if f in obj}
+
+
+def _format_of(path: Path, task: Task) -> str:
+    if task.fmt != "auto":
+        return task.fmt
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".jsonl"):
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    return "tsv"
+
+
+def iter_rows(path: Path, task: Task) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Raw rows of a split file as (line, {"text_a", "text_b", "label", "filter"} values)."""
+    fmt = _format_of(path, task)
+    if fmt == "jsonl":
+        return _json_rows(path, task)
+    return _table_rows(path, task, "," if fmt == "csv" else "\t")
+
+
+# --------------------------------------------------------------------------- examples
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return "，".join(str(v) for v in value)  # CSL keywords
+    return "" if value is None else str(value)
+
+
+def normalize_label(value: Any) -> str:
+    """A label as the string the registry uses: 115 -> "115", 1.0 -> "1"."""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def read_examples(
+    task: Task, path: Path, *, labels: Sequence[str] | None = None, require_labels: bool = False
+) -> list[Example]:
+    """All examples of one split file, in file order.
+
+    ``labels`` (default: the task's) is the closed label set; a label outside it is an error.
+    With no label set (generic train), labels are taken as they come. A file without a label
+    column gives unlabelled examples unless ``require_labels``.
+    """
+    path = Path(path)
+    allowed = set(labels if labels is not None else (task.labels or ()))
+    closed = bool(allowed) and not task.regression
+    out: list[Example] = []
+    labelled: bool | None = None
+    for n, row in iter_rows(path, task):
+        if task.row_filter and "filter" in row and str(row["filter"]) != task.row_filter[1]:
+            continue
+        if "text_a" not in row:
+            raise InputError(f"{path}: line {n}: missing field {task.text_a!r}")
+        if task.text_b and "text_b" not in row:
+            raise InputError(f"{path}: line {n}: missing field {task.text_b!r}")
+        has_label = row.get("label") not in (None, "")
+        if labelled is None:
+            labelled = has_label
+            if not labelled and require_labels:
+                raise InputError(f"{path}: line {n}: missing label field {task.label!r}")
+        elif labelled and not has_label:
+            raise InputError(f"{path}: line {n}: missing label field {task.label!r}")
+        label: str | float | None = None
+        if labelled and has_label:
+            raw = normalize_label(row["label"])
+            raw = task.label_aliases.get(raw, raw)
+            if raw in task.drop_labels:
+                continue
+            if task.regression:
+                try:
+                    label = float(raw)
+                except ValueError:
+                    raise InputError(f"{path}: line {n}: label {raw!r} is not a number") from None
+                if not math.isfinite(label):
+                    raise InputError(f"{path}: line {n}: label {raw!r} is not finite")
+            else:
+                if closed and raw not in allowed:
+                    shown = ", ".join(sorted(allowed)[:20])
+                    raise InputError(
+                        f"{path}: line {n}: unknown label {raw!r} (expected one of {shown})"
+                    )
+                label = raw
+        text_b = _text(row["text_b"]) if task.text_b else None
+        out.append(Example(_text(row["text_a"]), text_b, label, n))
+    if not out:
+        raise InputError(f"{path}: empty (no rows)")
+    return out
+
+
+def infer_labels(examples: Sequence[Example]) -> tuple[str, ...]:
+    """The sorted label set of labelled examples (numeric labels in numeric order)."""
+    found = {str(e.label) for e in examples if e.label is not None}
+
+    def key(s: str) -> tuple[int, float, str]:
+        try:
+            return (0, float(s), s)
+        except ValueError:
+            return (1, 0.0, s)
+
+    return tuple(sorted(found, key=key))
+
+
+def load_split(
+    task: Task, data_dir: Path, split: str, *, require_labels: bool = False
+) -> tuple[Path, list[Example]]:
+    """(file, examples) of ``split`` in ``data_dir``."""
+    path = split_file(task, data_dir, split)
+    return path, read_examples(task, path, require_labels=require_labels)
+
+
+def labels_of(task: Task, examples: Sequence[Example], path: Path) -> Task:
+    """Fix the label list of a task whose labels are inferred (generic) from its train split."""
+    if task.regression or task.labels is not None:
+        return task
+    labels = infer_labels(examples)
+    if len(labels) < 2:
+        raise InputError(f"{path}: needs at least 2 distinct labels, found {len(labels)}")
+    return with_labels(task, labels)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def classification_metrics(
+    y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]
+) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class precision/recall/F1/support (labels as indices)."""
+    n = len(y_true)
+    k = len(labels)
+    conf = [[0] * k for _ in range(k)]  # conf[true][pred]
+    for t, p in zip(y_true, y_pred, strict=True):
+        conf[t][p] += 1
+    per_class: dict[str, dict[str, float]] = {}
+    f1s = []
+    for i, name in enumerate(labels):
+        tp = conf[i][i]
+        pred_i = sum(conf[r][i] for r in range(k))
+        true_i = sum(conf[i])
+        precision = tp / pred_i if pred_i else 0.0
+        recall = tp / true_i if true_i else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": true_i,
+        }
+        f1s.append(f1)
+    correct = sum(conf[i][i] for i in range(k))
+    return {
+        "accuracy": correct / n if n else 0.0,
+        "macro_f1": sum(f1s) / k if k else 0.0,
+        "per_class": per_class,
+    }
+
+
+def _ranks(xs: Sequence[float]) -> list[float]:
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for m in range(i, j + 1):  # ties share their mean rank
+            ranks[order[m]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def _pearson(a: Sequence[float], b: Sequence[float]) -> float:
+    n = len(a)
+    if n < 2:
+        return 0.0
+    ma, mb = sum(a) / n, sum(b) / n
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True))
+    va = sum((x - ma) ** 2 for x in a)
+    vb = sum((y - mb) ** 2 for y in b)
+    return cov / math.sqrt(va * vb) if va > 0 and vb > 0 else 0.0
+
+
+def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict[str, float]:
+    """Pearson and Spearman correlation and mean squared error."""
+    n = len(y_true)
+    mse = sum((t - p) ** 2 for t, p in zip(y_true, y_pred, strict=True)) / n if n else 0.0
+    return {
+        "pearson": _pearson(y_true, y_pred),
+        "spearman": _pearson(_ranks(y_true), _ranks(y_pred)),
+        "mse": mse,
+    }
