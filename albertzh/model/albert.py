@@ -1,0 +1,373 @@
+"""ALBERT in PyTorch, in reading order: embeddings -> attention -> layer -> encoder -> heads.
+
+Module and parameter names are HuggingFace's, so ``state_dict()`` maps 1:1 onto
+``transformers.AlbertForPreTraining`` / ``AlbertForSequenceClassification`` keys. Shapes: B batch,
+T tokens, E embedding width, H hidden width, nh heads, hd head width, P masked positions,
+V vocab, I intermediate width.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from albertzh.model.config import AlbertConfig
+
+
+def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The activation for a HF ``hidden_act`` name, as one fused kernel."""
+    if name in ("gelu_new", "gelu_fast", "gelu_pytorch_tanh"):
+        # Same tanh approximation HF writes out op by op; one kernel is much faster on CPU.
+        return functools.partial(F.gelu, approximate="tanh")
+    return {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "swish": F.silu}[name]
+
+
+def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    return F.dropout(x, p, training) if p > 0.0 and training else x
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AlbertModelOutput:
+    last_hidden_state: torch.Tensor  # [B, T, H]
+    pooler_output: torch.Tensor  # [B, H]
+
+
+@dataclass
+class AlbertPretrainingOutput:
+    mlm_logits: torch.Tensor  # [B, P, V] at masked_positions, else [B, T, V]
+    sop_logits: torch.Tensor  # [B, 2]
+
+
+@dataclass
+class AlbertClassifierOutput:
+    logits: torch.Tensor  # [B, num_labels]
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------------
+
+
+class AlbertEmbeddings(nn.Module):
+    """Factorized embeddings: word + token type + position tables of width E, then LayerNorm."""
+
+    def __init__(self, config: AlbertConfig) -> None:
+        super().__init__()
+        E = config.embedding_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, E)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, E)
+        self.LayerNorm = nn.LayerNorm(E, eps=config.layer_norm_eps)
+        self.dropout_p = config.hidden_dropout_prob
+
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        T = input_ids.shape[1]
+        x = self.word_embeddings(input_ids)  # [B, T, E]
+        if token_type_ids is None:
+            x = x + self.token_type_embeddings.weight[0]  # every token is segment 0
+        else:
+            x = x + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings.weight[:T]  # [T, E] broadcast over B
+        return _dropout(self.LayerNorm(x), self.dropout_p, self.training)
+
+
+class AlbertAttention(nn.Module):
+    """Multi-head self-attention (SDPA) with a residual and post-LayerNorm."""
+
+    def __init__(self, config: AlbertConfig) -> None:
+        super().__init__()
+        H = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.query = nn.Linear(H, H)
+        self.key = nn.Linear(H, H)
+        self.value = nn.Linear(H, H)
+        self.dense = nn.Linear(H, H)
+        self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        self.attn_dropout_p = config.attention_probs_dropout_prob
+        self.dropout_p = config.hidden_dropout_prob
+
+    def qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query, key and value fused into one [3H, H] projection (parameters stay separate)."""
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        return weight, bias
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        qkv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        B, T, H = x.shape
+        weight, bias = qkv if qkv is not None else self.qkv_weights()
+        q, k, v = (
+            F.linear(x, weight, bias)  # [B, T, 3H]: one matmul instead of three
+            .view(B, T, 3, self.num_heads, H // self.num_heads)
+            .permute(2, 0, 3, 1, 4)  # [3, B, nh, T, hd]
+            .unbind(0)
+        )
+        p = self.attn_dropout_p if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # [B, nh, T, hd]
+        y = y.transpose(1, 2).reshape(B, T, H)  # [B, T, H]
+        y = _dropout(self.dense(y), self.dropout_p, self.training)
+        return self.LayerNorm(x + y)
+
+
+class AlbertLayer(nn.Module):
+    """Attention, then a feed-forward block with its own residual and post-LayerNorm."""
+
+    def __init__(self, config: AlbertConfig) -> None:
+        super().__init__()
+        self.attention = AlbertAttention(config)
+        self.ffn = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.ffn_output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.full_layer_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.act = activation(config.hidden_act)
+        self.dropout_p = config.hidden_dropout_prob
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        qkv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        x = self.attention(x, mask, qkv)  # [B, T, H]
+        h = self.ffn_output(self.act(self.ffn(x)))  # [B, T, I] -> [B, T, H]
+        # Google's ALBERT drops out the FFN output before the residual (HF skips it; p=0 anyway).
+        return self.full_layer_layer_norm(x + _dropout(h, self.dropout_p, self.training))
+
+
+class AlbertLayerGroup(nn.Module):
+    """One group of ``inner_group_num`` distinct layers, applied in turn."""
+
+    def __init__(self, config: AlbertConfig) -> None:
+        super().__init__()
+        self.albert_layers = nn.ModuleList(
+            AlbertLayer(config) for _ in range(config.inner_group_num)
+        )
+
+
+class AlbertTransformer(nn.Module):
+    """E -> H mapping, then L layer applications cycling through the shared groups."""
+
+    def __init__(self, config: AlbertConfig) -> None:
+        super().__init__()
+        L, G = config.num_hidden_layers, config.num_hidden_groups
+        self.embedding_hidden_mapping_in = nn.Linear(config.embedding_size, config.hidden_size)
+        self.albert_layer_groups = nn.ModuleList(AlbertLayerGroup(config) for _ in range(G))
+        # Layer i uses group int(i / (L / G)) -- HF's formula, kept float-exact.
+        self.group_of_layer = [int(i / (L / G)) for i in range(L)]
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.embedding_hidden_mapping_in(x)  # [B, T, E] -> [B, T, H]
+        # Layers are shared, so fuse each layer's QKV weights once per forward, not per use.
+        fused = [
+            [layer.attention.qkv_weights() for layer in group.albert_layers]
+            for group in self.albert_layer_groups
+        ]
+        for g in self.group_of_layer:
+            for layer, qkv in zip(self.albert_layer_groups[g].albert_layers, fused[g], strict=True):
+                x = layer(x, mask, qkv)
+        return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+
+class AlbertPreTrainedModel(nn.Module):
+    """Shared plumbing: HF-style weight init and model-directory load/save."""
+
+    hf_architecture: ClassVar[str] = ""
+    heads: ClassVar[tuple[str, ...]] = ()  # top-level modules a checkpoint may lack (new heads)
+
+    config: AlbertConfig
+
+    @torch.no_grad()
+    def _init_module(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            module.weight.normal_(0.0, std)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.normal_(0.0, std)
+            if module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+        elif isinstance(module, AlbertMLMHead):
+            module.bias.zero_()
+
+    def init_weights(self, module: nn.Module | None = None) -> None:
+        """HF's init: Linear/Embedding ~ N(0, initializer_range), zero biases, LayerNorm 1/0."""
+        (module or self).apply(self._init_module)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike[str], **config_overrides: Any) -> Any:
+        """Load a model directory (albertzh or HF: safetensors or pytorch_model.bin)."""
+        from albertzh.model.io import load_model
+
+        return load_model(cls, path, **config_overrides)
+
+    def save_pretrained(
+        self,
+        path: str | os.PathLike[str],
+        tokenizer: Any = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        """Write config.json, model.safetensors, albertzh.json (+ tokenizer files), atomically."""
+        from albertzh.model.io import save_model
+
+        save_model(self, path, tokenizer=tokenizer, meta=meta)
+
+
+class AlbertModel(AlbertPreTrainedModel):
+    """The encoder: embeddings, shared transformer layers, and the tanh pooler over [CLS]."""
+
+    hf_architecture = "AlbertModel"
+
+    def __init__(self, config: AlbertConfig, *, init: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = AlbertEmbeddings(config)
+        self.encoder = AlbertTransformer(config)
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        if init:
+            self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> AlbertModelOutput:
+        x = self.embeddings(input_ids, token_type_ids)  # [B, T, E]
+        # Padding mask for SDPA: True = may attend; [B, 1, 1, T] broadcasts over heads and queries.
+        mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        h = self.encoder(x, mask)  # [B, T, H]
+        pooled = torch.tanh(self.pooler(h[:, 0]))  # [B, H] from the [CLS] token
+        return AlbertModelOutput(last_hidden_state=h, pooler_output=pooled)
+
+
+class AlbertMLMHead(nn.Module):
+    """H -> E -> V; the E -> V decoder is the word-embedding table (tied), plus its own bias."""
+
+    def __init__(self, config: AlbertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.embedding_size)
+        self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.act = activation(config.hidden_act)
+
+    def forward(self, h: torch.Tensor, decoder_weight: torch.Tensor) -> torch.Tensor:
+        h = self.LayerNorm(self.act(self.dense(h)))  # [B, P, H] -> [B, P, E]
+        return F.linear(h, decoder_weight, self.bias)  # [B, P, V]
+
+
+class AlbertSOPHead(nn.Module):
+    """Sentence-order prediction from the pooled [CLS]: 0 = in order, 1 = swapped."""
+
+    def __init__(self, config: AlbertConfig) -> None:
+        super().__init__()
+        self.classifier = nn.Linear(config.hidden_size, 2)
+        self.dropout_p = config.classifier_dropout_prob
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.classifier(_dropout(pooled, self.dropout_p, self.training))  # [B, 2]
+
+
+class AlbertForPretraining(AlbertPreTrainedModel):
+    """ALBERT with the MLM head (only at masked positions when given) and the SOP head."""
+
+    hf_architecture = "AlbertForPreTraining"
+    heads = ("predictions", "sop_classifier")
+
+    def __init__(self, config: AlbertConfig, *, init: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.albert = AlbertModel(config, init=False)
+        self.predictions = AlbertMLMHead(config)
+        self.sop_classifier = AlbertSOPHead(config)
+        if init:
+            self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        masked_positions: torch.Tensor | None = None,
+    ) -> AlbertPretrainingOutput:
+        out = self.albert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        h = out.last_hidden_state  # [B, T, H]
+        if masked_positions is not None:
+            # Gather before the head: the H -> E -> V projection runs on P, not T, tokens.
+            index = masked_positions.long()[:, :, None].expand(-1, -1, h.shape[-1])  # [B, P, H]
+            h = torch.gather(h, 1, index)  # [B, P, H]
+        mlm_logits = self.predictions(h, self.albert.embeddings.word_embeddings.weight)
+        sop_logits = self.sop_classifier(out.pooler_output)
+        return AlbertPretrainingOutput(mlm_logits=mlm_logits, sop_logits=sop_logits)
+
+
+class AlbertForSequenceClassification(AlbertPreTrainedModel):
+    """ALBERT with a linear classifier (or regressor, num_labels=1) on the pooled [CLS]."""
+
+    hf_architecture = "AlbertForSequenceClassification"
+    heads = ("classifier",)
+
+    def __init__(self, config: AlbertConfig, *, init: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.albert = AlbertModel(config, init=False)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.dropout_p = config.classifier_dropout_prob
+        if init:
+            self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> AlbertClassifierOutput:
+        out = self.albert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        pooled = _dropout(out.pooler_output, self.dropout_p, self.training)  # [B, H]
+        return AlbertClassifierOutput(logits=self.classifier(pooled))  # [B, num_labels]
+
+    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss HF uses for ``problem_type`` (inferred from num_labels / label dtype if unset)."""
+        problem = self.config.problem_type
+        if problem is None:
+            if self.config.num_labels == 1:
+                problem = "regression"
+            elif not labels.is_floating_point():
+                problem = "single_label_classification"
+            else:
+                problem = "multi_label_classification"
+        if problem == "regression":
+            if self.config.num_labels == 1:
+                return F.mse_loss(logits.view(-1), labels.to(logits.dtype).view(-1))
+            return F.mse_loss(logits, labels.to(logits.dtype))
+        if problem == "single_label_classification":
+            return F.cross_entropy(logits, labels.long().view(-1))
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
