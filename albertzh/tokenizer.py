@@ -117,7 +117,9 @@ class Tokenizer:
     def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:  # pragma: no cover
         raise NotImplementedError
 
-    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:  # pragma: no cover
+    def decode(
+        self, ids: Iterable[int], skip_special_tokens: bool = True
+    ) -> str:  # pragma: no cover
         raise NotImplementedError
 
     def _config_json(self) -> dict[str, Any]:  # pragma: no cover
@@ -157,7 +159,7 @@ class Tokenizer:
     def special_tokens(self) -> dict[str, str]:
         """Role -> token text, e.g. ``{"pad": "[PAD]", ...}``."""
         toks = self.convert_ids_to_tokens([self._special[r] for r in SPECIAL_TOKENS])
-        return dict(zip(SPECIAL_TOKENS, toks))
+        return dict(zip(SPECIAL_TOKENS, toks, strict=True))
 
     @property
     def special_ids_by_role(self) -> dict[str, int]:
@@ -190,7 +192,9 @@ class Tokenizer:
         return directory
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} kind={self.kind} size={self.vocab_size} hash={self.hash[:12]}>"
+        return (
+            f"<{type(self).__name__} kind={self.kind} size={self.vocab_size} hash={self.hash[:12]}>"
+        )
 
 
 # --------------------------------------------------------------------------- char / WordPiece
@@ -352,7 +356,9 @@ class SentencePieceTokenizer(Tokenizer):
                 piece, width = text[i], 1
                 if not self.keep_accents:
                     piece = "".join(
-                        c for c in unicodedata.normalize("NFKD", piece) if not unicodedata.combining(c)
+                        c
+                        for c in unicodedata.normalize("NFKD", piece)
+                        if not unicodedata.combining(c)
                     )
                 if self.do_lower_case:
                     piece = piece.lower()
@@ -398,7 +404,12 @@ class SentencePieceTokenizer(Tokenizer):
 
     def encode_batch(self, texts: Sequence[str]) -> list[Encoding]:
         plan = [self._split_special(t) for t in texts]
-        pieces = [t[s:e] for t, spans in zip(texts, plan) for s, e, sid in spans if sid is None]
+        pieces = [
+            t[s:e]
+            for t, spans in zip(texts, plan, strict=True)
+            for s, e, sid in spans
+            if sid is None
+        ]
         normed = [self._prenormalize(p) for p in pieces]
         protos = self._sp.encode([n for n, _, _ in normed], return_type="proto") if normed else []
         parts = iter(
@@ -529,9 +540,7 @@ def load_tokenizer(path: Path | str) -> Tokenizer:
 
     info = _read_json(directory / VOCAB_JSON) if (directory / VOCAB_JSON).is_file() else {}
     cfg = (
-        _read_json(directory / TOKENIZER_CONFIG)
-        if (directory / TOKENIZER_CONFIG).is_file()
-        else {}
+        _read_json(directory / TOKENIZER_CONFIG) if (directory / TOKENIZER_CONFIG).is_file() else {}
     )
     special = {}
     for role, key in _CONFIG_KEYS.items():
