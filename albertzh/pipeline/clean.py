@@ -1,0 +1,538 @@
+"""The ``clean`` stage: raw text in any mix of formats -> a docs dataset (Parquet + manifest).
+
+How it runs:
+
+1. **Plan.** The inputs are discovered and split into work units of about ``--chunk-mb``
+   (:mod:`albertzh.pipeline.sources`). Part *i* of the output is unit *i*, whatever
+   ``--workers``; ``doc_id`` is ``<unit>-<row>`` (the row counts every document the unit
+   read, kept or not, so ids do not move when a filter changes).
+2. **Clean, in parallel.** Each worker streams one unit through the rules of
+   :mod:`albertzh.pipeline.textrules` (normalize -> split sentences -> filters) and writes the
+   kept documents with their xxhash64 (and, with ``--near-dup``, MinHash signature) to a
+   staging Arrow file, in batches, so memory stays bounded by a batch.
+3. **De-duplicate, in order.** The main process takes the units in input order. For each one
+   it first decides from the hashes alone which documents are duplicates of any earlier
+   document (first occurrence in input order wins), then streams the kept rows into
+   ``part-<i>.parquet`` (temp name + rename) with the unit's counters in the footer. Because
+   this pass is sequential and in input order, the output is byte-identical for any
+   ``--workers``. Memory grows only with the set of seen hashes (and the MinHash LSH index).
+4. **Resume.** ``--resume`` keeps every complete part. The seen-hash set (and LSH index) is
+   rebuilt by re-hashing the text of those kept parts as the in-order pass reaches them, so a
+   resumed run drops exactly the duplicates a single run would. The manifest is written last.
+
+With ``--num-shards`` each machine de-duplicates within its own units only.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+from pydantic import Field, model_validator
+
+from albertzh.config import CorpusStageConfig
+from albertzh.console import Summary, progress
+from albertzh.errors import ConfigError
+from albertzh.pipeline import dataset as ds
+from albertzh.pipeline import textrules as tr
+from albertzh.pipeline.sources import Unit, discover, plan_units, read_unit
+
+STAGE = "clean"
+DOCS_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.string()), ("source", pa.string())])
+STAGING_DIR = ".staging-clean"
+BATCH_ROWS = 8192
+BATCH_BYTES = 8 << 20
+MINHASH_SEED = 1
+
+
+class CleanConfig(CorpusStageConfig):
+    """Options of ``albertzh clean``."""
+
+    inputs: list[str] = Field(
+        ...,
+        description="Input files or directories (.txt, .jsonl, .json, .parquet, .gz of the text ones) or - for stdin.",
+        json_schema_extra={"argument": True},
+    )
+    doc_sep: Literal["line", "blank"] = Field(
+        "line",
+        description="Text files: 'line' = one document per line; 'blank' = documents separated by blank lines, one sentence per line (albert_zh style).",
+    )
+    text_field: str = Field(
+        "text", description="JSON lines: the field holding the text (a.b for nested)."
+    )
+    text_column: str = Field("text", description="Parquet: the column holding the text.")
+    chunk_mb: float = Field(
+        4.0,
+        gt=0,
+        description="Split plain text/JSON-lines files into work units of about this many MB.",
+    )
+    encoding_errors: Literal["strict", "replace", "skip-line"] = Field(
+        "strict",
+        description="Invalid UTF-8: 'strict' stops with the file and byte offset; 'replace' uses U+FFFD; 'skip-line' drops the line.",
+    )
+    invisible: bool = Field(
+        True, description="Remove control and invisible characters (zero-width, BOM, soft hyphen)."
+    )
+    html: bool = Field(True, description="Remove HTML tags and decode HTML entities.")
+    fullwidth: bool = Field(
+        True,
+        description="Map full-width ASCII forms (ＡＢＣ１２３) and the ideographic space to ASCII.",
+    )
+    nfkc: bool = Field(True, description="Unicode NFKC normalization.")
+    keep_cn_punct: bool = Field(
+        True,
+        description="Keep Chinese full-width punctuation ，！？：；（）～… as is (NFKC and --fullwidth would make it ASCII).",
+    )
+    t2s: bool = Field(
+        False, description="Convert traditional to simplified Chinese (needs opencc, extra 't2s')."
+    )
+    urls: Literal["mask", "drop", "keep"] = Field(
+        "mask",
+        description="URLs and e-mails: 'mask' replaces them with --url-token/--email-token, 'drop' drops the document (reason url), 'keep' leaves them.",
+    )
+    url_token: str = Field("[URL]", description="Placeholder for a masked URL.")
+    email_token: str = Field("[EMAIL]", description="Placeholder for a masked e-mail address.")
+    whitespace: bool = Field(
+        True, description="Collapse runs of spaces/tabs to one space and drop empty lines."
+    )
+    split_sentences: bool = Field(
+        True,
+        description="Split documents into sentences on 。！？!?；… and '. ' (one per line in the output).",
+    )
+    min_sentence_chars: int = Field(
+        2, ge=0, description="Drop sentences shorter than this inside documents."
+    )
+    min_chars: int = Field(
+        10, ge=0, description="Drop documents shorter than this many characters (too_short)."
+    )
+    max_chars: int | None = Field(
+        100_000,
+        ge=1,
+        description="Drop documents longer than this many characters (too_long).",
+    )
+    min_chinese_ratio: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Drop documents where fewer than this share of characters are Chinese (low_chinese_ratio).",
+    )
+    max_char_fraction: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Drop documents where one letter/ideograph is more than this share of all letters/ideographs (char_spam); 1 = off.",
+    )
+    max_char_run: int = Field(
+        10,
+        ge=0,
+        description="Drop documents with a run of this many equal letters/ideographs, e.g. 哈哈哈... (char_run); 0 = off.",
+    )
+    max_repeated_lines: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Drop documents where repeated sentences make up more than this share of the characters (repeated_lines); 1 = off.",
+    )
+    dedup: bool = Field(
+        True,
+        description="Drop exact duplicates (xxhash64 of the cleaned text) across the whole input; the first one wins.",
+    )
+    near_dup: bool = Field(
+        False,
+        description="Also drop near-duplicates with MinHash LSH (reason near_duplicate; needs datasketch).",
+    )
+    near_dup_threshold: float = Field(
+        0.8, gt=0, lt=1, description="Estimated Jaccard similarity that counts as near-duplicate."
+    )
+    near_dup_num_perm: int = Field(
+        128, ge=16, le=1024, description="MinHash permutations for --near-dup."
+    )
+    near_dup_ngram: int = Field(
+        5, ge=1, description="Character n-gram size of the --near-dup shingles."
+    )
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> CleanConfig:
+        if self.max_chars is not None and self.max_chars < self.min_chars:
+            raise ValueError(
+                f"--max-chars {self.max_chars} must not be smaller than --min-chars {self.min_chars}"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- per-document rules
+
+
+class Cleaner:
+    """Applies the configured rules to one document at a time and counts what they did."""
+
+    def __init__(self, cfg: CleanConfig) -> None:
+        self.cfg = cfg
+        self.rules: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.sentences = 0
+        steps: list[tuple[str, Any]] = []
+        if cfg.invisible:
+            steps.append(("invisible", tr.remove_invisible))
+        if cfg.html:
+            steps.append(("html", tr.strip_html))
+        if cfg.fullwidth:
+            steps.append(("fullwidth", lambda t: tr.fullwidth_to_halfwidth(t, cfg.keep_cn_punct)))
+        if cfg.nfkc:
+            steps.append(("nfkc", lambda t: tr.nfkc(t, cfg.keep_cn_punct)))
+        if cfg.t2s:
+            steps.append(("t2s", tr.t2s))
+        if cfg.urls == "mask":
+            steps.append(("urls_masked", lambda t: tr.mask_urls(t, cfg.url_token, cfg.email_token)))
+        if cfg.whitespace:
+            steps.append(("whitespace", tr.collapse_whitespace))
+        self.steps = steps
+
+    def normalize(self, text: str) -> str:
+        """Run the normalizers, counting the documents each one changed."""
+        for name, fn in self.steps:
+            new = fn(text)
+            if new != text:
+                self.rules[name] += 1
+                text = new
+        return text
+
+    def __call__(self, raw: str) -> str | None:
+        """The cleaned document (sentences joined by newlines), or None when it is dropped."""
+        cfg = self.cfg
+        text = self.normalize(raw)
+        reason = None
+        if cfg.urls == "drop" and tr.find_urls(text):
+            reason = "url"
+        else:
+            if cfg.split_sentences:
+                sents = tr.split_sentences(text)
+            else:
+                sents = [s for s in (line.strip() for line in text.split("\n")) if s]
+            if cfg.min_sentence_chars > 1:
+                kept = [s for s in sents if len(s) >= cfg.min_sentence_chars]
+                self.rules["short_sentences"] += len(sents) - len(kept)
+                sents = kept
+            text = "\n".join(sents)
+            reason = (
+                ("empty" if not sents else None)
+                or tr.too_short(text, cfg.min_chars)
+                or tr.too_long(text, cfg.max_chars)
+                or tr.low_chinese_ratio(text, cfg.min_chinese_ratio)
+                or tr.repeated_lines(sents, cfg.max_repeated_lines)
+                or tr.char_run(text, cfg.max_char_run)
+                or tr.char_spam(text, cfg.max_char_fraction)
+            )
+        if reason:
+            self.dropped[reason] += 1
+            return None
+        self.sentences += len(sents)
+        return text
+
+
+def text_hash(text: str) -> int:
+    """The exact-duplicate key: xxhash64 of the cleaned text's UTF-8 bytes."""
+    return xxhash.xxh64_intdigest(text.encode("utf-8"))
+
+
+def minhash_values(text: str, cfg: CleanConfig) -> Any:
+    """MinHash signature (numpy uint64 array) of the text's character n-grams."""
+    from datasketch import MinHash
+
+    m = MinHash(num_perm=cfg.near_dup_num_perm, seed=MINHASH_SEED)
+    m.update_batch(sorted(tr.shingles(text, cfg.near_dup_ngram)))
+    return m.hashvalues
+
+
+# --------------------------------------------------------------------------- worker: one unit
+
+
+def _staging_schema(near_dup: bool) -> pa.Schema:
+    fields = [("row", pa.int64()), ("text", pa.string()), ("hash", pa.uint64())]
+    if near_dup:
+        fields.append(("sig", pa.binary()))
+    return pa.schema(fields)
+
+
+def clean_unit(job: tuple[CleanConfig, int, Unit, str]) -> tuple[int, str, dict[str, Any]]:
+    """Clean one work unit into a staging Arrow file; returns (index, staging path, stats)."""
+    cfg, index, unit, staging_dir = job
+    cleaner = Cleaner(cfg)
+    counters: dict[str, int] = {}
+    path = os.path.join(staging_dir, f"unit-{index:05d}.arrow")
+    schema = _staging_schema(cfg.near_dup)
+    cols: dict[str, list[Any]] = {name: [] for name in schema.names}
+    size = 0
+    rows_in = 0
+
+    def flush(writer: Any) -> None:
+        nonlocal size
+        if cols["row"]:
+            writer.write_batch(pa.record_batch([cols[n] for n in schema.names], schema=schema))
+        for v in cols.values():
+            v.clear()
+        size = 0
+
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        docs = read_unit(
+            unit,
+            doc_sep=cfg.doc_sep,
+            text_field=cfg.text_field,
+            text_column=cfg.text_column,
+            encoding_errors=cfg.encoding_errors,
+            counters=counters,
+        )
+        for row, raw in enumerate(docs):
+            rows_in += 1
+            text = cleaner(raw)
+            if text is None:
+                continue
+            cols["row"].append(row)
+            cols["text"].append(text)
+            cols["hash"].append(text_hash(text))
+            if cfg.near_dup:
+                cols["sig"].append(minhash_values(text, cfg).tobytes())
+            size += len(text)
+            if len(cols["row"]) >= BATCH_ROWS or size >= BATCH_BYTES:
+                flush(writer)
+        flush(writer)
+
+    stats: dict[str, Any] = {
+        "rows_in": rows_in,
+        "bytes_in": counters.get("bytes_in", 0),
+        "sentences": cleaner.sentences,
+        "dropped": dict(cleaner.dropped),
+        "rules": dict(cleaner.rules),
+    }
+    for key in ("skipped_lines", "replaced_lines"):
+        if counters.get(key):
+            stats[key] = counters[key]
+    return index, path, stats
+
+
+# --------------------------------------------------------------------------- main: dedup + write
+
+
+class Deduper:
+    """Remembers every kept document (hash set, optional MinHash LSH) in input order."""
+
+    def __init__(self, cfg: CleanConfig) -> None:
+        self.cfg = cfg
+        self.seen: set[int] = set()
+        self.lsh = None
+        if cfg.near_dup:
+            from datasketch import MinHashLSH
+
+            self.lsh = MinHashLSH(threshold=cfg.near_dup_threshold, num_perm=cfg.near_dup_num_perm)
+
+    def check(self, doc_id: str, h: int, sig: bytes | None) -> str | None:
+        """None when the document is new (and remember it), else the drop reason."""
+        if self.cfg.dedup:
+            if h in self.seen:
+                return "duplicate"
+            self.seen.add(h)
+        if self.lsh is not None and sig is not None:
+            import numpy as np
+            from datasketch import LeanMinHash
+
+            m = LeanMinHash(seed=MINHASH_SEED, hashvalues=np.frombuffer(sig, dtype=np.uint64))
+            if self.lsh.query(m):
+                return "near_duplicate"
+            self.lsh.insert(doc_id, m)
+        return None
+
+    def absorb_part(self, path: Path) -> None:
+        """Remember the documents of an already complete part (for --resume)."""
+        for batch in ds.iter_batches(path, ["doc_id", "text"]):
+            for doc_id, text in zip(
+                batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True
+            ):
+                sig = minhash_values(text, self.cfg).tobytes() if self.lsh is not None else None
+                self.check(doc_id, text_hash(text), sig)
+
+
+def _doc_id(index: int, row: int) -> str:
+    return f"{index:05d}-{row:06d}"
+
+
+def _finish_unit(
+    out: Path, index: int, unit: Unit, staging: str, stats: dict[str, Any], dedup: Deduper
+) -> dict[str, Any]:
+    """Decide duplicates for one staged unit, then stream its kept rows into part ``index``."""
+    reader = pa.ipc.open_file(pa.memory_map(staging))
+    near = dedup.cfg.near_dup
+    keep: list[list[bool]] = []
+    dropped: Counter[str] = Counter()
+    for b in range(reader.num_record_batches):
+        batch = reader.get_batch(b)
+        rows = batch.column("row").to_pylist()
+        hashes = batch.column("hash").to_pylist()
+        sigs = batch.column("sig").to_pylist() if near else [None] * len(rows)
+        mask = []
+        for row, h, sig in zip(rows, hashes, sigs, strict=True):
+            reason = dedup.check(_doc_id(index, row), h, sig)
+            if reason:
+                dropped[reason] += 1
+            mask.append(reason is None)
+        keep.append(mask)
+
+    stats = dict(stats)
+    stats["dropped"] = dict(Counter(stats.get("dropped", {})) + dropped)
+    stats["rows_out"] = sum(sum(m) for m in keep)
+
+    def batches() -> Iterator[pa.Table]:
+        for b, mask in enumerate(keep):
+            batch = reader.get_batch(b).filter(pa.array(mask, pa.bool_()))
+            n = batch.num_rows
+            if n == 0:
+                continue
+            ids = [_doc_id(index, r) for r in batch.column("row").to_pylist()]
+            yield pa.table(
+                [pa.array(ids, pa.string()), batch.column("text"), pa.array([unit.source] * n)],
+                schema=DOCS_SCHEMA,
+            )
+
+    _write_part_streaming(out, index, batches(), stats)
+    return stats
+
+
+def _write_part_streaming(
+    out: Path, index: int, tables: Iterator[pa.Table], stats: dict[str, Any]
+) -> None:
+    """Like :func:`dataset.write_part` (temp name, fsync, rename, stats in the footer), streamed."""
+    final = out / ds.part_name(index)
+    tmp = out / f".{final.name}.tmp-{os.getpid()}"
+    schema = DOCS_SCHEMA.with_metadata({ds.STATS_KEY: json.dumps(stats, sort_keys=True).encode()})
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for t in tables:
+            writer.write_table(
+                t.replace_schema_metadata(schema.metadata), ds.DEFAULT_ROW_GROUP_ROWS
+            )
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def _ordered_map(fn: Any, jobs: list[Any], workers: int) -> Iterator[Any]:
+    """``fn`` over ``jobs`` in ``workers`` processes, results in order, a few jobs ahead.
+
+    Unlike :func:`dataset.map_units` this keeps at most ``2 * workers`` units in flight (so
+    staging files never pile up on disk) and cancels the rest at once when one unit fails.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield fn(job)
+        return
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    ex = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx)
+    try:
+        pending: deque[Future[Any]] = deque()
+        it = iter(jobs)
+        for job in it:
+            pending.append(ex.submit(fn, job))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            result = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(ex.submit(fn, nxt))
+            yield result
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _check_optional_packages(cfg: CleanConfig) -> None:
+    if cfg.t2s:
+        try:
+            tr.load_opencc()
+        except ImportError as exc:
+            raise ConfigError(str(exc)) from None
+    if cfg.near_dup:
+        try:
+            import datasketch  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "--near-dup needs the datasketch package: pip install 'albertzh[neardup]'"
+            ) from None
+
+
+def run(config: CleanConfig) -> Summary:
+    """Clean, filter and de-duplicate the inputs into a docs dataset; returns the summary."""
+    t0 = time.perf_counter()
+    _check_optional_packages(config)
+    files = discover(config.inputs)
+    units = plan_units(
+        files, max(1, int(config.chunk_mb * (1 << 20))), config.doc_sep, config.text_column
+    )
+    out = ds.prepare_output(config.output, resume=config.resume, overwrite=config.overwrite)
+    staging_dir = out / STAGING_DIR
+    shutil.rmtree(staging_dir, ignore_errors=True)
+    staging_dir.mkdir()
+
+    mine = ds.select_shard(units, config.shard_index, config.num_shards)
+    todo = [(i, u) for i, u in mine if not ds.part_complete(out, i)]
+    jobs = [(config, i, u, str(staging_dir)) for i, u in todo]
+    results = _ordered_map(clean_unit, jobs, config.workers)
+    dedup = Deduper(config)
+    done: list[dict[str, Any]] = []
+    resumed = 0
+    try:
+        with progress("clean", total=len(mine), unit="units") as bar:
+            for i, unit in mine:
+                if ds.part_complete(out, i):
+                    dedup.absorb_part(out / ds.part_name(i))
+                    resumed += 1
+                else:
+                    index, staging, stats = next(results)
+                    assert index == i, (index, i)
+                    done.append(_finish_unit(out, i, unit, staging, stats, dedup))
+                    os.unlink(staging)
+                    bar.update(docs=sum(d["rows_out"] for d in done))
+                bar.advance(1)
+    finally:
+        results.close()
+        shutil.rmtree(staging_dir, ignore_errors=True)
+
+    manifest = ds.finish_output(
+        out,
+        STAGE,
+        config,
+        config.inputs,
+        extra={"units": len(units), "input_files": len(files)},
+    )
+    seconds = time.perf_counter() - t0
+    mb = sum(d["bytes_in"] for d in done) / 1e6
+    total = manifest["stats"]
+    figures: dict[str, Any] = {
+        "output": str(out),
+        "input_files": len(files),
+        "units": len(mine),
+        "units_resumed": resumed,
+        "rows_in": total.get("rows_in", 0),
+        "rows_out": manifest["rows"],
+        "bytes_in": total.get("bytes_in", 0),
+        "sentences": total.get("sentences", 0),
+        "dropped": dict(sorted(total.get("dropped", {}).items())),
+        "rules": dict(sorted(total.get("rules", {}).items())),
+    }
+    for key in ("skipped_lines", "replaced_lines"):
+        if total.get(key):
+            figures[key] = total[key]
+    figures["seconds"] = round(seconds, 3)
+    figures["mb_per_s"] = round(mb / seconds, 3) if seconds > 0 else 0.0
+    return Summary(STAGE, figures)

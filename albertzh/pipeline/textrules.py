@@ -1,0 +1,241 @@
+"""Cleaning rules for the ``clean`` stage: tiny functions over one document's text.
+
+Three kinds, each a plain function so it is easy to test and to reorder:
+
+- *normalizers* ``str -> str`` (Unicode, width, invisible characters, HTML, URLs, whitespace,
+  traditional -> simplified);
+- the *sentence splitter* ``str -> list[str]``;
+- *filters* that return ``None`` to keep a document or a named drop reason (``too_short``,
+  ``low_chinese_ratio``, ...).
+
+Chinese punctuation: NFKC folds the full-width forms ``，！？：；（）～`` and ``…`` into ASCII
+(``，`` -> ``,``, ``…`` -> ``...``). albert_zh / BERT-Chinese text keeps them as they are (they are
+separate entries of the 21128-token vocab and they carry the sentence structure), so by
+default these characters are protected from both NFKC and the full-width -> half-width mapping;
+full-width letters, digits and other symbols (``ＡＢＣ１２３＃``) do become ASCII.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Callable
+
+# Chinese full-width punctuation that NFKC / width folding would turn into ASCII; kept as is.
+CN_PUNCT = "，！？：；（）～…"
+_CN_PUNCT_SPLIT = re.compile(f"([{re.escape(CN_PUNCT)}]+)")
+
+# Full-width ASCII block U+FF01..U+FF5E -> U+0021..U+007E, and the ideographic space.
+_FULLWIDTH_ALL = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+_FULLWIDTH_KEEP_CN = {k: v for k, v in _FULLWIDTH_ALL.items() if chr(k) not in CN_PUNCT}
+_HAS_FULLWIDTH = re.compile("[\uff01-\uff5e\u3000]")
+
+# Control characters (Cc) except tab/newline, and invisible format characters (Cf): zero-width
+# space/joiners, direction marks, BOM, soft hyphen, word joiner, interlinear annotation marks.
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]"
+)
+
+_HTML_TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>", re.S)
+_HTML_ENTITY = re.compile(r"&(?:[A-Za-z][A-Za-z0-9]{1,31}|#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6});")
+
+# URLs and e-mails: ASCII only, so that Chinese text right after a link is not eaten.
+_URL = re.compile(
+    r"(?:(?:https?|ftp)://|www\.)[A-Za-z0-9\-._~:/?#\[\]@!$&'*+,;=%]*[A-Za-z0-9\-_~/#=&%]"
+)
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+
+# Horizontal whitespace of any kind (after NFKC most are plain spaces already).
+_SPACES = re.compile(r"[^\S\n]+")
+
+# A sentence ends after Chinese or Western end punctuation, or after "." followed by a space;
+# closing quotes and brackets right after it stay with the sentence they close.
+_CLOSERS = "”’\"'」』）)】》〉]"
+_SENT_END = re.compile(rf"(?:[。！？!?；…]|\.{{3,}}|\.(?=\s))+[{re.escape(_CLOSERS)}]*")
+
+_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
+_LETTERS = re.compile(r"[^\W\d_]")
+_LETTER_RUN_CACHE: dict[int, re.Pattern[str]] = {}
+
+
+# --------------------------------------------------------------------------- normalizers
+
+
+def nfkc(text: str, keep_cn_punct: bool = True) -> str:
+    """Unicode NFKC, leaving Chinese full-width punctuation (``CN_PUNCT``) untouched."""
+    if unicodedata.is_normalized("NFKC", text):
+        return text
+    if not keep_cn_punct:
+        return unicodedata.normalize("NFKC", text)
+    # The protected characters are never parts of combining sequences, so normalizing the
+    # pieces between them is the same as normalizing the whole minus those characters.
+    pieces = _CN_PUNCT_SPLIT.split(text)
+    pieces[::2] = [unicodedata.normalize("NFKC", p) for p in pieces[::2]]
+    return "".join(pieces)
+
+
+def fullwidth_to_halfwidth(text: str, keep_cn_punct: bool = True) -> str:
+    """Map full-width ASCII forms (``Ａ１＃``) and the ideographic space to ASCII."""
+    if not _HAS_FULLWIDTH.search(text):
+        return text
+    return text.translate(_FULLWIDTH_KEEP_CN if keep_cn_punct else _FULLWIDTH_ALL)
+
+
+def remove_invisible(text: str) -> str:
+    """Drop control characters and zero-width/format characters (BOM, soft hyphen, ...)."""
+    return _INVISIBLE.sub("", text)
+
+
+def strip_html(text: str) -> str:
+    """Remove HTML tags and comments, then decode entities (``&amp;`` -> ``&``)."""
+    if "<" in text:
+        text = _HTML_TAG.sub("", text)
+    if "&" in text:
+        text = _HTML_ENTITY.sub(lambda m: html.unescape(m.group(0)), text)
+    return text
+
+
+def find_urls(text: str) -> bool:
+    """True when the text holds a URL or an e-mail address."""
+    return bool(_URL.search(text) or _EMAIL.search(text))
+
+
+def mask_urls(text: str, url_token: str = "[URL]", email_token: str = "[EMAIL]") -> str:
+    """Replace URLs and e-mail addresses with placeholder tokens."""
+    if "@" in text:
+        text = _EMAIL.sub(email_token, text)
+    if "://" in text or "www." in text:
+        text = _URL.sub(url_token, text)
+    return text
+
+
+def collapse_whitespace(text: str) -> str:
+    """Collapse runs of spaces/tabs to one space per line, strip lines, drop empty lines."""
+    lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+_OPENCC: list[Callable[[str], str]] = []
+
+
+def t2s(text: str) -> str:
+    """Traditional -> simplified Chinese with OpenCC (``opencc-python-reimplemented``)."""
+    if not _OPENCC:
+        _OPENCC.append(load_opencc())
+    return _OPENCC[0](text)
+
+
+def load_opencc() -> Callable[[str], str]:
+    """The OpenCC t2s converter; raises ImportError with an install hint when it is absent."""
+    try:
+        from opencc import OpenCC
+    except ImportError as exc:
+        raise ImportError(
+            "--t2s needs the OpenCC package: pip install 'albertzh[t2s]' "
+            "(opencc-python-reimplemented)"
+        ) from exc
+    return OpenCC("t2s").convert
+
+
+# --------------------------------------------------------------------------- sentence splitter
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split on line breaks and end punctuation (。！？!?；… and ". "), quotes kept attached."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        start = 0
+        for m in _SENT_END.finditer(line):
+            piece = line[start : m.end()].strip()
+            if piece:
+                out.append(piece)
+            start = m.end()
+        rest = line[start:].strip()
+        if rest:
+            out.append(rest)
+    return out
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def chinese_ratio(text: str) -> float:
+    """Share of CJK ideographs among the non-whitespace characters."""
+    visible = len(text) - sum(text.count(c) for c in " \n\t")
+    if visible == 0:
+        return 0.0
+    return len(_CJK.findall(text)) / visible
+
+
+def too_short(text: str, min_chars: int) -> str | None:
+    """``too_short`` when the document has fewer than ``min_chars`` characters (no newlines)."""
+    return "too_short" if len(text) - text.count("\n") < min_chars else None
+
+
+def too_long(text: str, max_chars: int | None) -> str | None:
+    """``too_long`` when the document has more than ``max_chars`` characters."""
+    if max_chars is None:
+        return None
+    return "too_long" if len(text) - text.count("\n") > max_chars else None
+
+
+def low_chinese_ratio(text: str, min_ratio: float) -> str | None:
+    """``low_chinese_ratio`` when fewer than ``min_ratio`` of the characters are Chinese."""
+    if min_ratio <= 0:
+        return None
+    return "low_chinese_ratio" if chinese_ratio(text) < min_ratio else None
+
+
+def char_spam(text: str, max_fraction: float, min_len: int = 20) -> str | None:
+    """``char_spam`` when one letter/ideograph is more than ``max_fraction`` of all of them.
+
+    Punctuation and digits are not counted, so a ``-----`` separator line or a price list does
+    not trip it, while ``啊啊啊好啊啊啊啊`` does.
+    """
+    if max_fraction >= 1:
+        return None
+    letters = _LETTERS.findall(text)
+    if len(letters) < min_len:
+        return None
+    _, top = Counter(letters).most_common(1)[0]
+    return "char_spam" if top / len(letters) > max_fraction else None
+
+
+def char_run(text: str, max_run: int) -> str | None:
+    """``char_run`` for a run of ``max_run`` or more equal letters/ideographs (哈哈哈哈...)."""
+    if max_run <= 1:
+        return None
+    pat = _LETTER_RUN_CACHE.get(max_run)
+    if pat is None:
+        pat = _LETTER_RUN_CACHE[max_run] = re.compile(rf"([^\W\d_])\1{{{max_run - 1},}}")
+    return "char_run" if pat.search(text) else None
+
+
+def repeated_lines(sentences: list[str], max_fraction: float) -> str | None:
+    """``repeated_lines`` when sentences seen before in the same document make up more than
+    ``max_fraction`` of its characters (copy-pasted spam, navigation repeated on every line).
+    """
+    if max_fraction >= 1 or len(sentences) < 2:
+        return None
+    seen: set[str] = set()
+    repeated = total = 0
+    for s in sentences:
+        total += len(s)
+        if s in seen:
+            repeated += len(s)
+        seen.add(s)
+    return "repeated_lines" if repeated > max_fraction * total else None
+
+
+# --------------------------------------------------------------------------- near-duplicates
+
+
+def shingles(text: str, n: int) -> set[bytes]:
+    """Character ``n``-grams of the text without whitespace (for MinHash)."""
+    s = "".join(text.split())
+    if len(s) <= n:
+        return {s.encode("utf-8")}
+    return {s[i : i + n].encode("utf-8") for i in range(len(s) - n + 1)}
