@@ -303,12 +303,12 @@ def _json_text(line: str, pos: int, unit: Unit, text_field: str) -> str:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
-        hint = (
-            " (a JSON array? albertzh reads JSON lines: one object per line)"
-            if line.lstrip().startswith("[")
-            else ""
+        raise InputError(f"{unit.source}: byte {pos}: invalid JSON: {exc.msg}") from None
+    if not isinstance(obj, dict):
+        raise InputError(
+            f"{unit.source}: byte {pos}: expected one JSON object per line, got {type(obj).__name__} "
+            "(JSON arrays are not read; write JSON lines)"
         )
-        raise InputError(f"{unit.source}: byte {pos}: invalid JSON: {exc.msg}{hint}") from None
     try:
         value = _field(obj, text_field)
     except KeyError:
