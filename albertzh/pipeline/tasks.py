@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from albertzh.errors import ConfigError, InputError
 
 SPLITS = ("train", "dev", "test")
@@ -555,3 +557,28 @@ def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict
         "spearman": _pearson(_ranks(y_true), _ranks(y_pred)),
         "mse": mse,
     }
+
+
+def cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Mean negative log-likelihood of ``targets`` under softmax(``logits``)."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return float(-logp[np.arange(len(targets)), targets].mean())
+
+
+def score_logits(
+    logits: np.ndarray, examples: Sequence[Example], labels: Sequence[str], regression: bool
+) -> dict[str, Any]:
+    """Metrics of ``logits`` against the examples' labels (all examples must be labelled)."""
+    if regression:
+        pred = logits[:, 0].astype(np.float64)
+        gold = np.array([float(e.label) for e in examples], dtype=np.float64)
+        m: dict[str, Any] = regression_metrics(gold.tolist(), pred.tolist())
+        m["loss"] = m["mse"]
+        return m
+    index = {lab: i for i, lab in enumerate(labels)}
+    gold_i = np.array([index[str(e.label)] for e in examples], dtype=np.int64)
+    pred_i = logits.argmax(axis=-1)
+    m = classification_metrics(gold_i.tolist(), pred_i.tolist(), labels)
+    m["loss"] = cross_entropy(logits, gold_i)
+    return m

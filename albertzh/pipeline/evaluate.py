@@ -1,0 +1,168 @@
+"""``eval``: score a finetuned model on a task split, or a pretrained model on instance shards.
+
+Task mode reads the split with the task registry, predicts in batches, and reports accuracy,
+macro-F1 and loss (per-class precision/recall/F1 in ``--json``); ``--predictions FILE`` keeps
+one JSON line per row in input order. A split without labels gives predictions only.
+Shard mode hands over to ``albertzh.pipeline.pretrain.evaluate_pretraining`` (MLM/SOP metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from albertzh.config import StageConfig
+from albertzh.console import Summary, progress
+from albertzh.errors import ConfigError
+from albertzh.pipeline import tasks as T
+
+
+class EvalConfig(StageConfig):
+    """Options of ``albertzh eval``."""
+
+    model: Path = Field(..., description="Model directory to evaluate.")
+    task: str | None = Field(None, description="Task name (see finetune --help), with --data-dir.")
+    split: Literal["train", "dev", "test"] = Field("dev", description="Which split to score.")
+    data_dir: Path | None = Field(None, description="Directory holding the task's split files.")
+    text_a: str | None = Field(None, description="generic task: field of the first text.")
+    text_b: str | None = Field(None, description="generic task: field of the second text.")
+    label: str | None = Field(None, description="generic task: field of the label.")
+    regression: bool = Field(False, description="generic task: numeric labels (regression).")
+    predictions: Path | None = Field(
+        None, description="Write one JSON line per row (label, probabilities) to this file."
+    )
+    shards: Path | None = Field(
+        None,
+        description="Instead of a task: MLM/SOP metrics of a pretrained model on these shards.",
+    )
+    max_batches: int | None = Field(
+        None, ge=1, description="--shards: score at most this many batches."
+    )
+    batch_size: int = Field(64, ge=1, description="Rows per forward pass.")
+    max_seq_len: int | None = Field(
+        None, ge=3, description="Truncate inputs to this many tokens (default: the finetune value)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run the model.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Autocast precision; auto = fp32 on CPU, bf16/fp16 on GPU."
+    )
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> EvalConfig:
+        if self.shards is not None:
+            if self.task or self.data_dir or self.predictions:
+                raise ValueError("--shards excludes --task/--data-dir/--predictions")
+        elif not self.task or self.data_dir is None:
+            raise ValueError("--task and --data-dir are required (or --shards DIR)")
+        return self
+
+
+@dataclass
+class EvalSummary(Summary):
+    """A summary whose JSON form also carries the per-class table (kept out of the terminal)."""
+
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), **self.details}
+
+
+def write_predictions(path: Path, records: list[dict[str, Any]]) -> None:
+    """JSON lines, atomically (temp name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for rec in records:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _task_for_model(cfg: EvalConfig, labels: list[str], regression: bool) -> T.Task:
+    task = T.get_task(
+        cfg.task or "",
+        text_a=cfg.text_a,
+        text_b=cfg.text_b,
+        label=cfg.label,
+        regression=cfg.regression,
+    )
+    if task.regression != regression:
+        kind = "a regression" if regression else "a classification"
+        raise ConfigError(f"--model: {cfg.model} is {kind} model but --task {task.name} is not")
+    if regression:
+        return task
+    if task.labels is not None and set(task.labels) != set(labels):
+        raise ConfigError(
+            f"--model: {cfg.model} labels ({', '.join(labels)}) are not task {task.name}'s labels"
+        )
+    return T.with_labels(task, labels)
+
+
+def run_task(cfg: EvalConfig) -> EvalSummary:
+    from albertzh.pipeline.predict import load_classifier
+
+    t0 = time.perf_counter()
+    clf = load_classifier(
+        cfg.model, device=cfg.device, precision=cfg.precision, max_seq_len=cfg.max_seq_len
+    )
+    task = _task_for_model(cfg, clf.labels, clf.regression)
+    path = T.split_file(task, cfg.data_dir, cfg.split)
+    examples = T.read_examples(task, path, labels=clf.labels or None)
+    pairs = [(e.text_a, e.text_b) for e in examples]
+    with progress(f"eval {task.name}/{cfg.split}", total=len(pairs)) as bar:
+        logits = clf.logits(pairs, cfg.batch_size, bar=bar)
+    labelled = examples[0].label is not None
+    figures: dict[str, Any] = {
+        "task": task.name,
+        "split": cfg.split,
+        "file": str(path),
+        "rows": len(examples),
+        "labelled": labelled,
+    }
+    details: dict[str, Any] = {}
+    if labelled:
+        m = T.score_logits(logits, examples, clf.labels, clf.regression)
+        details["per_class"] = m.pop("per_class", None)
+        if details["per_class"] is None:
+            details.pop("per_class")
+        figures.update({k: round(float(v), 6) for k, v in m.items()})
+    if cfg.predictions is not None:
+        records = [
+            {"line": e.line, **rec} for e, rec in zip(examples, clf.records(logits), strict=True)
+        ]
+        write_predictions(cfg.predictions, records)
+        figures["predictions"] = str(cfg.predictions)
+    figures["seconds"] = round(time.perf_counter() - t0, 2)
+    return EvalSummary("eval", figures, details)
+
+
+def run_shards(cfg: EvalConfig) -> Summary:
+    from albertzh.pipeline import pretrain
+
+    if not hasattr(pretrain, "evaluate_pretraining"):
+        raise ConfigError("--shards: this build's pretrain module has no evaluate_pretraining")
+    t0 = time.perf_counter()
+    metrics = pretrain.evaluate_pretraining(
+        cfg.model,
+        cfg.shards,
+        batch_size=cfg.batch_size,
+        max_batches=cfg.max_batches,
+        device=cfg.device,
+        precision=cfg.precision,
+    )
+    figures = {"shards": str(cfg.shards), **metrics, "seconds": round(time.perf_counter() - t0, 2)}
+    return Summary("eval", figures)
+
+
+def run(cfg: EvalConfig) -> Summary:
+    """Evaluate on a task split (``--task``) or on pretraining shards (``--shards``)."""
+    return run_shards(cfg) if cfg.shards is not None else run_task(cfg)
