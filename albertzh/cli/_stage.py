@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import inspect
 import json
+import os
 import sys
 import types
 import typing
@@ -96,6 +97,8 @@ def stage_command(
             )
         else:
             decls = [f"--{fname.replace('_', '-')}"]
+            if extra.get("flag"):  # a flag name other than the field's (e.g. reserved names)
+                decls = [str(extra["flag"])]
             if tp is bool:
                 decls = [f"--{fname.replace('_', '-')}/--no-{fname.replace('_', '-')}"]
             if extra.get("short"):
@@ -156,7 +159,9 @@ def stage_command(
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
             raise fail("interrupted", code=130) from None
-        print_summary(summary, as_json=as_json)
+        # Under torchrun every rank runs the stage; only rank 0 prints the summary.
+        if os.environ.get("RANK", "0") == "0":
+            print_summary(summary, as_json=as_json)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = annotations
