@@ -1,0 +1,712 @@
+"""pretrain: ALBERT masked-LM + sentence-order prediction on make-shards instances.
+
+setup (data, vocab, model, run dir) -> loop (train_step, log, eval, checkpoint) -> save (the run
+dir becomes the final model dir). The plumbing (LAMB, schedule, checkpoints, DDP, Ctrl-C) is
+:mod:`albertzh.pipeline.training`; the batches come from :mod:`albertzh.pipeline.instance_data`.
+
+Losses and metrics are albert_zh's: masked-LM cross-entropy averaged over the real predictions
+(padding slots ignored), SOP cross-entropy, their sum as the training loss, and the accuracy of
+both. :func:`evaluate_pretraining` computes them on a whole instances dataset (``albertzh eval
+--shards``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import ConfigDict, Field, model_validator
+
+from albertzh.console import Summary, err_console, progress
+from albertzh.errors import ConfigError, InputError, VocabMismatchError
+from albertzh.pipeline import training as tr
+from albertzh.pipeline.instance_data import (
+    InstanceData,
+    MaskSpec,
+    Unit,
+    batches_per_epoch,
+    make_loader,
+    split_units,
+)
+from albertzh.pipeline.masking import IGNORE_INDEX
+
+SIZES = ("tiny", "small", "base", "large", "xlarge", "xxlarge")
+EVAL_SEED_OFFSET = 1_000_003  # eval masks differ from training masks but are fixed across evals
+
+
+class PretrainConfig(tr.TrainConfig):
+    """Options of ``albertzh pretrain``."""
+
+    data: Path = Field(..., description="Instances dataset written by make-shards.")
+    size: Literal["tiny", "small", "base", "large", "xlarge", "xxlarge"] | None = Field(
+        None,
+        description="Model size preset (albert_zh sizes); base when no --model-config/--init-from.",
+    )
+    model_config_file: Path | None = Field(
+        None,
+        description="A config.json (HF AlbertConfig fields) describing the model to train.",
+        json_schema_extra={"flag": "--model-config"},
+    )
+    init_from: Path | None = Field(
+        None, description="Continue pretraining from this albertzh or HF ALBERT model directory."
+    )
+    vocab: Path | None = Field(
+        None,
+        description="Vocab directory (build-vocab output); default: the one recorded in the shards.",
+    )
+    eval_data: Path | None = Field(
+        None, description="Instances dataset to evaluate on (else --eval-fraction of --data)."
+    )
+    eval_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Hold out this fraction of --data rows for evaluation."
+    )
+    eval_batches: int | None = Field(
+        None, ge=1, description="Evaluate on at most this many batches per rank."
+    )
+    masking: Literal["auto", "dynamic", "static"] = Field(
+        "auto",
+        description="Mask at load time (dynamic) or use the shards' stored masks (static); auto follows the shards.",
+    )
+    masked_lm_prob: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Dynamic masking: fraction of tokens to predict (default: shards').",
+    )
+    max_predictions: int | None = Field(
+        None, ge=1, description="Dynamic masking: most predictions per sequence (default: shards')."
+    )
+    shuffle_buffer: int = Field(
+        10000, ge=1, description="Rows held in the shuffle buffer (1 = no shuffling of rows)."
+    )
+    length_buckets: int = Field(
+        1, ge=1, description="Sort windows of N batches by length to cut padding (1 = off)."
+    )
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate (LAMB).")
+    warmup_ratio: float = Field(
+        0.025, ge=0, lt=1, description="Warmup as a fraction of the total steps."
+    )
+
+    # ``model_config_file`` starts with pydantic's reserved "model_" prefix; allow it.
+    model_config = ConfigDict(protected_namespaces=())
+
+    @model_validator(mode="after")
+    def _check_pretrain(self) -> PretrainConfig:
+        given = [
+            n
+            for n, v in (
+                ("--size", self.size),
+                ("--model-config", self.model_config_file),
+                ("--init-from", self.init_from),
+            )
+            if v is not None
+        ]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} exclude each other; give one")
+        if self.eval_data is not None and self.eval_fraction > 0:
+            raise ValueError("--eval-data and --eval-fraction exclude each other")
+        return self
+
+
+# --------------------------------------------------------------------------- loss and metrics
+
+
+def pretraining_loss(
+    model: torch.nn.Module, batch: Mapping[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """MLM (mean over real predictions) + SOP cross-entropy, and their accuracies."""
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        token_type_ids=batch["token_type_ids"],
+        masked_positions=batch["masked_positions"],
+    )
+    logits = out.mlm_logits.float()  # [B, P, V]
+    labels = batch["masked_labels"]  # [B, P], IGNORE_INDEX in padding slots
+    valid = labels != IGNORE_INDEX
+    n = valid.sum().clamp(min=1)
+    mlm_sum = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]),
+        labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    mlm_loss = mlm_sum / n
+    sop_logits = out.sop_logits.float()  # [B, 2]
+    sop_loss = F.cross_entropy(sop_logits, batch["sop_labels"])
+    with torch.no_grad():
+        mlm_acc = ((logits.argmax(-1) == labels) & valid).sum() / n
+        sop_acc = (sop_logits.argmax(-1) == batch["sop_labels"]).float().mean()
+    metrics = {
+        "mlm_loss": mlm_loss.detach(),
+        "mlm_accuracy": mlm_acc,
+        "sop_loss": sop_loss.detach(),
+        "sop_accuracy": sop_acc,
+    }
+    return mlm_loss + sop_loss, metrics
+
+
+@torch.no_grad()
+def _eval_sums(
+    model: torch.nn.Module,
+    batches: Iterator[dict[str, Any]],
+    device: torch.device,
+    precision: str,
+    max_batches: int | None,
+) -> dict[str, float]:
+    sums = dict.fromkeys(
+        ("mlm_loss", "mlm_correct", "mlm_count", "sop_loss", "sop_correct", "instances"), 0.0
+    )
+    for i, batch in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            break
+        batch = tr.to_device(batch, device)
+        with tr.autocast(precision, device):
+            out = model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                token_type_ids=batch["token_type_ids"],
+                masked_positions=batch["masked_positions"],
+            )
+        logits, labels = out.mlm_logits.float(), batch["masked_labels"]
+        valid = labels != IGNORE_INDEX
+        sums["mlm_loss"] += float(
+            F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]),
+                labels.reshape(-1),
+                ignore_index=IGNORE_INDEX,
+                reduction="sum",
+            )
+        )
+        sums["mlm_correct"] += float(((logits.argmax(-1) == labels) & valid).sum())
+        sums["mlm_count"] += float(valid.sum())
+        sop = out.sop_logits.float()
+        sums["sop_loss"] += float(F.cross_entropy(sop, batch["sop_labels"], reduction="sum"))
+        sums["sop_correct"] += float((sop.argmax(-1) == batch["sop_labels"]).sum())
+        sums["instances"] += float(batch["sop_labels"].shape[0])
+    return sums
+
+
+def _eval_metrics(sums: Mapping[str, float]) -> dict[str, float]:
+    n_mlm, n = max(1.0, sums["mlm_count"]), max(1.0, sums["instances"])
+    return {
+        "mlm_loss": sums["mlm_loss"] / n_mlm,
+        "mlm_accuracy": sums["mlm_correct"] / n_mlm,
+        "sop_loss": sums["sop_loss"] / n,
+        "sop_accuracy": sums["sop_correct"] / n,
+        "instances": int(sums["instances"]),
+    }
+
+
+def evaluate_units(
+    model: torch.nn.Module,
+    units: Sequence[Unit],
+    spec: MaskSpec,
+    *,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    max_batches: int | None = None,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict[str, float]:
+    """MLM/SOP loss and accuracy over ``units`` (each rank its share; summed over ranks)."""
+    bare = tr.unwrap_model(model)
+    was_training = bare.training
+    bare.eval()
+    try:
+        loader = make_loader(
+            units,
+            spec,
+            batch_size=batch_size,
+            seed=seed + EVAL_SEED_OFFSET,
+            rank=rank,
+            world_size=world_size,
+            shuffle=False,
+        )
+        sums = _eval_sums(bare, iter(loader), device, precision, max_batches)
+    finally:
+        bare.train(was_training)
+    return _eval_metrics(tr.sum_across_ranks(sums))
+
+
+def evaluate_pretraining(
+    model: torch.nn.Module,
+    data_dir: Path,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    max_batches: int | None = None,
+    seed: int = 42,
+    tokenizer: Any = None,
+) -> dict[str, float]:
+    """Masked-LM and SOP loss/accuracy of a pretraining model on an instances dataset.
+
+    Dynamic shards are masked with a fixed ``seed`` (the same masks every call); static shards
+    use their stored masks. The special token ids come from ``tokenizer`` or else from the vocab
+    directory recorded in the shards' manifest. Returns ``dict(mlm_loss, mlm_accuracy,
+    sop_loss, sop_accuracy, instances)``.
+    """
+    device = torch.device(device) if isinstance(device, str) else device
+    data = InstanceData(Path(data_dir))
+    tok = tokenizer if tokenizer is not None else _tokenizer_for(data, None, None)
+    _check_vocab(data, tok, Path(data_dir))
+    model_vocab = tr.unwrap_model(model).config.vocab_size
+    if model_vocab != int(data.vocab["size"]):
+        raise VocabMismatchError(
+            f"{data_dir}: shards use a vocab of {data.vocab['size']} tokens, the model has {model_vocab}"
+        )
+    spec = _mask_spec(data, tok, None, None, "auto")
+    return evaluate_units(
+        model,
+        data.units,
+        spec,
+        batch_size=batch_size,
+        device=device,
+        precision=tr.resolve_precision(precision, device),
+        max_batches=max_batches,
+        seed=seed,
+    )
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over the state dict (sorted keys, raw bytes): equal digests = identical weights."""
+    h = hashlib.sha256()
+    for k, v in sorted(tr.unwrap_model(model).state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _data_digest(batch: Mapping[str, torch.Tensor], prev: int) -> int:
+    """A running CRC of the *unmasked* token ids a rank trained on (shows ranks' data differ)."""
+    ids = batch["input_ids"].clone()
+    labels, pos = batch["masked_labels"], batch["masked_positions"]
+    real = labels != IGNORE_INDEX
+    ids.scatter_(1, torch.where(real, pos, 0), torch.where(real, labels, ids[:, :1]))
+    ids = ids * batch["attention_mask"]
+    return zlib.crc32(ids.to(torch.int32).numpy().tobytes(), prev)
+
+
+# --------------------------------------------------------------------------- setup helpers
+
+
+def _recorded_vocab_dirs(data: InstanceData) -> list[Path]:
+    """Where make-shards says its vocab came from (manifest vocab/config/inputs)."""
+    m = data.manifest
+    cands: list[Any] = [
+        data.vocab.get("dir"),
+        data.vocab.get("path"),
+        (m.get("config") or {}).get("vocab"),
+        (m.get("config") or {}).get("vocab_dir"),
+        *(m.get("inputs") or []),
+    ]
+    out = []
+    for c in cands:
+        if isinstance(c, str) and c:
+            p = Path(c)
+            if not p.is_absolute():
+                # Relative paths were relative to where make-shards ran; try beside the data too.
+                for base in (Path.cwd(), data.path.parent):
+                    if (base / p).is_dir():
+                        p = base / p
+                        break
+            if p.is_dir() and ((p / "vocab.txt").is_file() or (p / "spiece.model").is_file()):
+                out.append(p)
+    return out
+
+
+def _tokenizer_for(data: InstanceData, vocab: Path | None, init_from: Path | None) -> Any:
+    from albertzh.tokenizer import load_tokenizer
+
+    if vocab is not None:
+        return load_tokenizer(vocab)
+    for p in _recorded_vocab_dirs(data):
+        tok = load_tokenizer(p)
+        if tok.hash == data.vocab.get("hash", tok.hash):
+            return tok
+    if init_from is not None and (
+        (init_from / "vocab.txt").is_file() or (init_from / "spiece.model").is_file()
+    ):
+        return load_tokenizer(init_from)
+    raise InputError(
+        f"{data.path / 'manifest.json'}: the vocab directory the shards were made with was not found; pass --vocab DIR"
+    )
+
+
+def _check_vocab(data: InstanceData, tok: Any, where: Path) -> None:
+    want_hash, want_size = data.vocab.get("hash"), int(data.vocab["size"])
+    if want_hash and tok.hash != want_hash:
+        raise VocabMismatchError(
+            f"{where}: shards were made with another vocab (hash {want_hash[:12]}, this vocab {tok.hash[:12]})"
+        )
+    if tok.vocab_size != want_size:
+        raise VocabMismatchError(
+            f"{where}: shards have a vocab of {want_size} tokens, this vocab has {tok.vocab_size}"
+        )
+
+
+def _mask_spec(
+    data: InstanceData,
+    tok: Any,
+    masked_lm_prob: float | None,
+    max_predictions: int | None,
+    masking: str,
+) -> MaskSpec:
+    static = data.static if masking == "auto" else masking == "static"
+    if static and not data.static:
+        raise ConfigError(f"--masking static: {data.path} has no stored masks (made with dynamic)")
+    if not static and data.static:
+        raise ConfigError(
+            f"--masking dynamic: {data.path} holds already-masked static instances; use --masking static"
+        )
+    opts = data.masking_options()
+    changes = {
+        k: v
+        for k, v in (("masked_lm_prob", masked_lm_prob), ("max_predictions", max_predictions))
+        if v is not None
+    }
+    if changes:
+        opts = opts.model_copy(update=changes)
+    return MaskSpec(
+        vocab_size=int(tok.vocab_size),
+        mask_id=int(tok.mask_id),
+        pad_id=int(tok.pad_id),
+        special_ids=tuple(sorted(int(i) for i in tok.special_ids)),
+        opts=opts,
+        static=static,
+    )
+
+
+def _model_config(cfg: PretrainConfig, vocab_size: int) -> Any:
+    from albertzh.model import AlbertConfig
+
+    if cfg.model_config_file is not None:
+        path = cfg.model_config_file
+        if not path.is_file():
+            raise InputError(f"{path}: --model-config file not found")
+        mc = AlbertConfig.from_json(path)
+        if mc.vocab_size != vocab_size:
+            raise VocabMismatchError(
+                f"{path}: vocab_size {mc.vocab_size} does not match the shards' vocab ({vocab_size})"
+            )
+        return mc
+    return AlbertConfig.preset(cfg.size or "base", vocab_size=vocab_size)
+
+
+@dataclass
+class _Setup:
+    data: InstanceData
+    train_units: list[Unit]
+    eval_units: list[Unit]
+    eval_spec: MaskSpec | None
+    spec: MaskSpec
+    tokenizer: Any
+    model_config: Any
+
+
+def _setup(cfg: PretrainConfig) -> _Setup:
+    """Check every input before the run dir is touched (bad input leaves nothing behind)."""
+    data = InstanceData(cfg.data)
+    if cfg.init_from is not None and not cfg.init_from.is_dir():
+        raise InputError(f"{cfg.init_from}: --init-from model directory not found")
+    tok = _tokenizer_for(data, cfg.vocab, cfg.init_from)
+    _check_vocab(data, tok, cfg.vocab or cfg.data)
+    size = int(data.vocab["size"])
+    if cfg.init_from is not None:
+        from albertzh.model import AlbertConfig
+
+        mc = AlbertConfig.from_json(cfg.init_from / "config.json")
+        if mc.vocab_size != size:
+            raise VocabMismatchError(
+                f"{cfg.init_from}: model vocab_size {mc.vocab_size} does not match the shards' vocab ({size})"
+            )
+        from albertzh.tokenizer import load_tokenizer
+
+        has_tok = (cfg.init_from / "vocab.txt").is_file() or (
+            cfg.init_from / "spiece.model"
+        ).is_file()
+        if has_tok and load_tokenizer(cfg.init_from).hash != tok.hash:
+            raise VocabMismatchError(
+                f"{cfg.init_from}: the model's tokenizer is another vocab than the shards'"
+            )
+    else:
+        mc = _model_config(cfg, size)
+    if data.max_seq_len and data.max_seq_len > mc.max_position_embeddings:
+        raise ConfigError(
+            f"{cfg.data}: max_seq_len {data.max_seq_len} exceeds the model's max_position_embeddings {mc.max_position_embeddings}"
+        )
+    spec = _mask_spec(data, tok, cfg.masked_lm_prob, cfg.max_predictions, cfg.masking)
+    train_units, eval_units = split_units(data.units, cfg.eval_fraction)
+    eval_spec = spec if eval_units else None
+    if cfg.eval_data is not None:
+        edata = InstanceData(cfg.eval_data)
+        _check_vocab(edata, tok, cfg.eval_data)
+        eval_units = edata.units
+        eval_spec = _mask_spec(edata, tok, cfg.masked_lm_prob, cfg.max_predictions, "auto")
+    return _Setup(data, train_units, eval_units, eval_spec, spec, tok, mc)
+
+
+def _train_batches(
+    cfg: PretrainConfig,
+    setup: _Setup,
+    dist: tr.DistInfo,
+    start_epoch: int,
+    start_batch: int,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(epoch, batch)`` forever, resuming at ``start_batch`` of ``start_epoch``."""
+
+    def epoch_iter(epoch: int) -> Iterator[dict[str, Any]]:
+        return iter(
+            make_loader(
+                setup.train_units,
+                setup.spec,
+                batch_size=cfg.batch_size,
+                seed=cfg.seed,
+                epoch=epoch,
+                rank=dist.rank,
+                world_size=dist.world_size,
+                shuffle=cfg.shuffle_buffer > 1,
+                shuffle_buffer=cfg.shuffle_buffer,
+                bucket=cfg.length_buckets,
+                skip_batches=start_batch if epoch == start_epoch else 0,
+                num_workers=cfg.num_workers,
+                pin_memory=dist.device.type == "cuda",
+            )
+        )
+
+    yield from tr.cycle_epochs(epoch_iter, start_epoch)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run(cfg: PretrainConfig) -> Summary:
+    """Pretrain and return the summary; the run dir ends as a model directory."""
+    dist = tr.init_distributed(cfg.device)
+    try:
+        return _run(cfg, dist)
+    finally:
+        tr.cleanup_distributed()
+
+
+def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
+    from albertzh.model import AlbertForPretraining
+
+    # ---- setup
+    setup = _setup(cfg)
+    precision = tr.resolve_precision(cfg.precision, dist.device)
+    shuffle = cfg.shuffle_buffer > 1
+    per_epoch = (
+        batches_per_epoch(
+            setup.train_units,
+            cfg.batch_size,
+            seed=cfg.seed,
+            world_size=dist.world_size,
+            shuffle=shuffle,
+        )
+        // cfg.grad_accum
+    )
+    total = tr.total_steps(
+        cfg if (cfg.steps or cfg.epochs) else cfg.model_copy(update={"epochs": 1.0}), per_epoch
+    )
+    run_dir = tr.prepare_run_dir(
+        cfg.output, resume=cfg.resume, overwrite=cfg.overwrite, is_main=dist.is_main
+    )
+    ckpt = tr.Checkpointer(run_dir, cfg.keep_last, dist.is_main)
+    resume_from = ckpt.latest() if cfg.resume else None
+
+    tr.set_seed(cfg.seed)
+    if resume_from is not None:
+        model = AlbertForPretraining.from_pretrained(resume_from)
+    elif cfg.init_from is not None:
+        model = AlbertForPretraining.from_pretrained(cfg.init_from)
+    else:
+        model = AlbertForPretraining(setup.model_config)
+    model = tr.wrap_model(model, dist, compile=cfg.compile)
+    optimizer = tr.build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
+    scheduler = tr.build_scheduler(optimizer, cfg.schedule, tr.warmup_for(cfg, total), total)
+    scaler = tr.make_grad_scaler(precision, dist.device)
+
+    state: dict[str, Any] = {"epoch": 0, "batch": 0, "tokens": 0}
+    if resume_from is not None:
+        state = ckpt.load(resume_from, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+    step = int(state.get("step", 0))
+    start_step = step
+    metrics_log = tr.MetricsLog(
+        run_dir, dist.is_main, resume_step=step if resume_from is not None else None
+    )
+    bare = tr.unwrap_model(model)
+    meta_base = {
+        "stage": "pretrain",
+        "config": cfg.model_dump(mode="json"),
+        "data": {"path": str(cfg.data), "vocab": setup.data.vocab, "rows": setup.data.rows},
+        "world_size": dist.world_size,
+    }
+
+    def evaluate() -> dict[str, float]:
+        assert setup.eval_spec is not None
+        return evaluate_units(
+            model,
+            setup.eval_units,
+            setup.eval_spec,
+            batch_size=cfg.batch_size,
+            device=dist.device,
+            precision=precision,
+            max_batches=cfg.eval_batches,
+            seed=cfg.seed,
+            rank=dist.rank,
+            world_size=dist.world_size,
+        )
+
+    def save(at: int, metrics: dict[str, Any]) -> None:
+        ckpt.save(
+            at,
+            model,
+            tokenizer=setup.tokenizer,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            train_state={k: state.get(k, 0) for k in ("epoch", "batch", "tokens", "data_digest")},
+            meta={**meta_base, "metrics": metrics},
+        )
+
+    # ---- loop
+    evals: list[dict[str, Any]] = []
+    last_train: dict[str, float] = {}
+    last_saved = step if resume_from is not None else -1
+    interrupted = False
+    batches = _train_batches(cfg, setup, dist, int(state["epoch"]), int(state["batch"]))
+    speed = tr.Speedometer(step, total)
+    avg = tr.Averager()
+    t0 = time.perf_counter()
+    if dist.is_main and resume_from is not None:
+        err_console.print(f"resuming from {resume_from} (step {step})", highlight=False)
+    with (
+        tr.StopFlag() as stop,
+        progress("pretrain", total=total) if dist.is_main else (_null_bar()) as bar,
+    ):
+        bar.advance(step)
+        while step < total:
+            micro = []
+            for _ in range(cfg.grad_accum):
+                epoch, batch = next(batches)
+                state["epoch"], state["batch"] = epoch, int(batch.pop("batch_index")) + 1
+                state["data_digest"] = _data_digest(batch, state.get("data_digest", 0))
+                micro.append(batch)
+            tokens = sum(int(b.pop("num_tokens")) for b in micro)
+            result = tr.train_step(
+                model,
+                micro,
+                pretraining_loss,
+                optimizer,
+                scheduler,
+                scaler=scaler,
+                precision=precision,
+                device=dist.device,
+                max_grad_norm=cfg.max_grad_norm,
+            )
+            step += 1
+            state["tokens"] += tokens * dist.world_size
+            avg.add({"loss": result.loss, **result.metrics, "grad_norm": result.grad_norm})
+            rate = speed.update(step, tokens * dist.world_size)
+            bar.advance(1)
+            bar.update(
+                loss=result.loss,
+                lr=result.lr,
+                tok_s=round(rate["tokens_per_s"]),
+            )
+            if step % cfg.log_every == 0 or step == total:
+                last_train = tr.mean_across_ranks(avg.pop())
+                metrics_log.log(
+                    step,
+                    "train",
+                    **last_train,
+                    lr=result.lr,
+                    tokens=state["tokens"],
+                    tokens_per_s=rate["tokens_per_s"],
+                    epoch=state["epoch"],
+                )
+            if setup.eval_spec is not None and cfg.eval_every and step % cfg.eval_every == 0:
+                ev = evaluate()
+                evals.append({"step": step, **ev})
+                metrics_log.log(step, "eval", **ev)
+            if cfg.save_every and step % cfg.save_every == 0 and step < total:
+                save(step, {"train": last_train, "eval": evals[-1] if evals else {}})
+                last_saved = step
+            if stop.check():
+                interrupted = True
+                break
+
+    # ---- save
+    if not interrupted and setup.eval_spec is not None and (not evals or evals[-1]["step"] != step):
+        ev = evaluate()
+        evals.append({"step": step, **ev})
+        metrics_log.log(step, "eval", **ev)
+    final_metrics = {"train": last_train, "eval": evals[-1] if evals else {}}
+    if last_saved != step:
+        save(step, final_metrics)
+    if not interrupted:
+        ckpt.finalize(
+            model,
+            tokenizer=setup.tokenizer,
+            meta={**meta_base, "step": step, "metrics": final_metrics},
+        )
+    metrics_log.close()
+    elapsed = time.perf_counter() - t0
+    digests = tr.all_gather_objects(weights_digest(bare))
+    figures: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "model": {
+            "parameters": bare.num_parameters(),
+            "hidden_size": bare.config.hidden_size,
+            "layers": bare.config.num_hidden_layers,
+            "vocab_size": bare.config.vocab_size,
+        },
+        "steps": step,
+        "total_steps": total,
+        "resumed_from_step": start_step if resume_from is not None else None,
+        "interrupted": interrupted,
+        "world_size": dist.world_size,
+        "device": str(dist.device),
+        "precision": precision,
+        "weights_sha256": digests[0],
+        "ranks_in_sync": len(set(digests)) == 1,
+        "train": last_train,
+        "tokens_per_s": round(speed.overall_tokens_per_s()),
+        "seconds": round(elapsed, 1),
+    }
+    if evals:
+        figures["eval_first"] = evals[0]
+        figures["eval_last"] = evals[-1]
+    if interrupted and dist.is_main:
+        err_console.print(
+            f"interrupted: checkpoint at step {step} in {ckpt.dir}; continue with --resume",
+            highlight=False,
+        )
+    return Summary("pretrain", figures)
+
+
+class _null_bar:
+    """The progress bar stand-in on non-main ranks."""
+
+    def __enter__(self) -> _null_bar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def advance(self, n: float = 1) -> None:
+        pass
+
+    def update(self, **fields: Any) -> None:
+        pass
