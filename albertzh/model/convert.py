@@ -1,0 +1,740 @@
+"""Bring albert_zh TensorFlow checkpoints in, and move models between albertzh, HF and TF.
+
+Two TF variable layouts exist among the albert_zh releases:
+
+- ``google`` (``*_google`` configs, Google's ALBERT code): E-wide embeddings, then
+  ``bert/encoder/embedding_hidden_mapping_in`` (E -> H), layers under
+  ``bert/encoder/transformer/group_g/inner_group_k/``. This is HuggingFace's layout, so the
+  converted directory loads in ``transformers`` too.
+- ``brightmart`` (``albert_config_{tiny,base,large,xlarge,xxlarge}.json``): the word embeddings
+  are projected E -> H by ``bert/embeddings/word_embeddings_2`` (no bias) *before* H-wide
+  position/type embeddings and LayerNorm; one shared BERT-named layer under
+  ``bert/encoder/layer_shared/``; post- or pre-LayerNorm (``ln_type``); the MLM decoder is tied
+  to both embedding matrices. albertzh models it with ``embedding_layout="brightmart"``;
+  transformers has no equivalent.
+
+TF dense kernels are ``[in, out]`` and are transposed into torch's ``[out, in]``; LayerNorm
+``gamma``/``beta`` become ``weight``/``bias``. Optimizer slots and ``global_step`` are skipped;
+any other variable that maps nowhere, or any expected one that is absent, is an error that
+lists the names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from albertzh.config import StageConfig
+from albertzh.console import Summary
+from albertzh.errors import ConfigError, InputError, ModelDirError, VocabMismatchError
+from albertzh.model.config import AlbertConfig
+
+Layout = Literal["google", "brightmart"]
+Head = Literal["pretraining", "classifier"]
+
+SKIPPED_SUFFIXES = ("/adam_m", "/adam_v", "/lamb_m", "/lamb_v")
+SKIPPED_NAMES = ("global_step",)
+
+# albert_config.json keys that carry nothing the converted model needs (pooler_* describe an
+# unused pooler variant); anything else unknown is an error rather than silently ignored.
+_IGNORED_TF_KEYS = {
+    "directionality",
+    "pooler_fc_size",
+    "pooler_num_attention_heads",
+    "pooler_num_fc_layers",
+    "pooler_size_per_head",
+    "pooler_type",
+    "initializer_range",
+    "use_position_embeddings",
+}
+# Keys of Google's config whose non-default values select model variants albertzh lacks.
+_REQUIRED_DEFAULTS = {"net_structure_type": 0, "gap_size": 0, "num_memory_blocks": 0}
+_REQUIRED_DEFAULTS_DOWN = {"down_scale_factor": 1}
+_CONFIG_KEYS = {
+    "vocab_size",
+    "embedding_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_hidden_groups",
+    "inner_group_num",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "layer_norm_eps",
+    "ln_type",
+}
+
+
+@dataclass(frozen=True)
+class VarMap:
+    """One TF variable <-> one torch parameter (HF key, ``albert.``-prefixed)."""
+
+    tf: str
+    hf: str
+    transpose: bool = False
+
+
+def _short(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def is_skipped(name: str) -> bool:
+    """Optimizer slots and bookkeeping that a model does not need."""
+    return name in SKIPPED_NAMES or name.endswith(SKIPPED_SUFFIXES)
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def _dense(tf: str, hf: str) -> list[VarMap]:
+    return [VarMap(f"{tf}/kernel", f"{hf}.weight", True), VarMap(f"{tf}/bias", f"{hf}.bias")]
+
+
+def _norm(tf: str, hf: str) -> list[VarMap]:
+    return [VarMap(f"{tf}/gamma", f"{hf}.weight"), VarMap(f"{tf}/beta", f"{hf}.bias")]
+
+
+def _heads(config: AlbertConfig, heads: set[str]) -> list[VarMap]:
+    out: list[VarMap] = []
+    if "pretraining" in heads:
+        out += _dense("cls/predictions/transform/dense", "predictions.dense")
+        out += _norm("cls/predictions/transform/LayerNorm", "predictions.LayerNorm")
+        out.append(VarMap("cls/predictions/output_bias", "predictions.bias"))
+        # [2, H] used with transpose_b: already torch's [out, in]
+        out.append(
+            VarMap("cls/seq_relationship/output_weights", "sop_classifier.classifier.weight")
+        )
+        out.append(VarMap("cls/seq_relationship/output_bias", "sop_classifier.classifier.bias"))
+    if "classifier" in heads:  # run_classifier.py's output layer, [num_labels, H]
+        out.append(VarMap("output_weights", "classifier.weight"))
+        out.append(VarMap("output_bias", "classifier.bias"))
+    return out
+
+
+def google_map(
+    config: AlbertConfig, heads: set[str], groups: list[int] | None = None
+) -> list[VarMap]:
+    """Variable map of Google's ALBERT layout (``groups``: TF group numbers, in order)."""
+    groups = groups if groups is not None else list(range(config.num_hidden_groups))
+    out = [
+        VarMap("bert/embeddings/word_embeddings", "albert.embeddings.word_embeddings.weight"),
+        VarMap(
+            "bert/embeddings/token_type_embeddings",
+            "albert.embeddings.token_type_embeddings.weight",
+        ),
+        VarMap(
+            "bert/embeddings/position_embeddings", "albert.embeddings.position_embeddings.weight"
+        ),
+        *_norm("bert/embeddings/LayerNorm", "albert.embeddings.LayerNorm"),
+        *_dense(
+            "bert/encoder/embedding_hidden_mapping_in",
+            "albert.encoder.embedding_hidden_mapping_in",
+        ),
+    ]
+    for g, tf_group in enumerate(groups):
+        for k in range(config.inner_group_num):
+            tf = f"bert/encoder/transformer/group_{tf_group}/inner_group_{k}"
+            hf = f"albert.encoder.albert_layer_groups.{g}.albert_layers.{k}"
+            for part in ("query", "key", "value"):
+                out += _dense(f"{tf}/attention_1/self/{part}", f"{hf}.attention.{part}")
+            out += _dense(f"{tf}/attention_1/output/dense", f"{hf}.attention.dense")
+            out += _norm(f"{tf}/LayerNorm", f"{hf}.attention.LayerNorm")
+            out += _dense(f"{tf}/ffn_1/intermediate/dense", f"{hf}.ffn")
+            out += _dense(f"{tf}/ffn_1/intermediate/output/dense", f"{hf}.ffn_output")
+            out += _norm(f"{tf}/LayerNorm_1", f"{hf}.full_layer_layer_norm")
+    out += _dense("bert/pooler/dense", "albert.pooler")
+    return out + _heads(config, heads)
+
+
+def brightmart_map(config: AlbertConfig, heads: set[str]) -> list[VarMap]:
+    """Variable map of brightmart's albert_zh layout (one shared BERT-style layer)."""
+    tf = "bert/encoder/layer_shared"
+    hf = "albert.encoder.albert_layer_groups.0.albert_layers.0"
+    out = [
+        VarMap("bert/embeddings/word_embeddings", "albert.embeddings.word_embeddings.weight"),
+        # [E, H] used as x @ W: torch Linear(E, H) wants [H, E]
+        VarMap(
+            "bert/embeddings/word_embeddings_2", "albert.embeddings.word_embeddings_2.weight", True
+        ),
+        VarMap(
+            "bert/embeddings/token_type_embeddings",
+            "albert.embeddings.token_type_embeddings.weight",
+        ),
+        VarMap(
+            "bert/embeddings/position_embeddings", "albert.embeddings.position_embeddings.weight"
+        ),
+        *_norm("bert/embeddings/LayerNorm", "albert.embeddings.LayerNorm"),
+    ]
+    for part in ("query", "key", "value"):
+        out += _dense(f"{tf}/attention/self/{part}", f"{hf}.attention.{part}")
+    out += _dense(f"{tf}/attention/output/dense", f"{hf}.attention.dense")
+    # postln: after attention / after the FFN; preln: before them -- same variables either way.
+    out += _norm(f"{tf}/attention/output/LayerNorm", f"{hf}.attention.LayerNorm")
+    out += _dense(f"{tf}/intermediate/dense", f"{hf}.ffn")
+    out += _dense(f"{tf}/output/dense", f"{hf}.ffn_output")
+    out += _norm(f"{tf}/output/LayerNorm", f"{hf}.full_layer_layer_norm")
+    out += _dense("bert/pooler/dense", "albert.pooler")
+    return out + _heads(config, heads)
+
+
+def detect_layout(names: list[str] | set[str], source: str = "checkpoint") -> Layout:
+    """Which albert_zh layout a set of TF variable names is."""
+    if any(n.startswith("bert/encoder/transformer/") for n in names):
+        return "google"
+    if any(n.startswith("bert/encoder/layer_shared/") for n in names):
+        return "brightmart"
+    if any(n.startswith("bert/encoder/layer_") for n in names):
+        raise InputError(
+            f"{source}: BERT-style unshared layers (bert/encoder/layer_N) are not an ALBERT layout"
+        )
+    raise InputError(f"{source}: no ALBERT encoder variables (bert/encoder/...) found")
+
+
+def detect_heads(names: list[str] | set[str]) -> set[str]:
+    heads = set()
+    if any(n.startswith("cls/") and not is_skipped(n) for n in names):
+        heads.add("pretraining")
+    if "output_weights" in names or "output_bias" in names:
+        heads.add("classifier")
+    return heads
+
+
+def tf_groups(config: AlbertConfig, num_groups: int) -> list[int]:
+    """TF group numbers that Google's code creates: layer i uses int(i / L * G)."""
+    L = config.num_hidden_layers
+    return sorted({int(i / L * num_groups) for i in range(L)})
+
+
+# --------------------------------------------------------------------------- config
+
+
+def config_from_tf_json(
+    path: Path,
+    *,
+    ln_type: str | None = None,
+    layout: Layout | None = None,
+    num_labels: int | None = None,
+) -> tuple[AlbertConfig, int]:
+    """An :class:`AlbertConfig` from an albert_zh ``albert_config*.json``.
+
+    Returns the config and the number of TF groups the checkpoint uses (Google's configs may
+    name more groups than layers; only the used ones exist and they are renumbered 0..G-1).
+    TF's ``gelu`` is the tanh approximation, i.e. HF's ``gelu_new``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    unknown = sorted(
+        set(data)
+        - _CONFIG_KEYS
+        - _IGNORED_TF_KEYS
+        - set(_REQUIRED_DEFAULTS)
+        - {"down_scale_factor"}
+    )
+    if unknown:
+        raise ConfigError(f"{path}: unknown field(s) {', '.join(unknown)}")
+    for key, want in {**_REQUIRED_DEFAULTS, **_REQUIRED_DEFAULTS_DOWN}.items():
+        if key in data and data[key] != want:
+            raise ConfigError(f"{path}: {key}={data[key]} is not supported (only {want})")
+    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"):
+        if key not in data:
+            raise ConfigError(f"{path}: missing field {key}")
+    fields: dict[str, Any] = {k: v for k, v in data.items() if k in _CONFIG_KEYS}
+    act = fields.get("hidden_act", "gelu")
+    fields["hidden_act"] = "gelu_new" if act == "gelu" else act
+    fields.setdefault("intermediate_size", 4 * fields["hidden_size"])
+    fields.setdefault("embedding_size", 128)
+    fields.setdefault("max_position_embeddings", 512)
+    fields.setdefault("type_vocab_size", 2)
+    fields.setdefault("hidden_dropout_prob", 0.1)
+    fields.setdefault("attention_probs_dropout_prob", 0.1)
+    file_ln = fields.pop("ln_type", None)
+    ln = ln_type or file_ln or "postln"
+    if ln not in ("postln", "preln"):
+        raise ConfigError(f"{path}: ln_type {ln!r} must be postln or preln")
+    groups = int(fields.get("num_hidden_groups", 1))
+    if layout == "brightmart":
+        fields["num_hidden_groups"], fields["inner_group_num"] = 1, 1
+        fields["embedding_layout"] = "brightmart"
+        fields["ln_type"] = ln
+    elif ln != "postln":
+        raise ConfigError(f"{path}: ln_type {ln} exists only in the brightmart layout")
+    else:
+        used = len(
+            {
+                int(i / fields["num_hidden_layers"] * groups)
+                for i in range(fields["num_hidden_layers"])
+            }
+        )
+        fields["num_hidden_groups"] = min(groups, used)
+    if num_labels is not None:
+        fields["num_labels"] = num_labels
+    try:
+        config = AlbertConfig(**fields)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {str(exc).removeprefix('AlbertConfig: ')}") from exc
+    return config, groups
+
+
+def config_to_tf_json(config: AlbertConfig) -> dict[str, Any]:
+    """The albert_zh-style ``albert_config.json`` for a config (inverse of the above)."""
+    act = {"gelu_new": "gelu", "gelu_fast": "gelu", "gelu_pytorch_tanh": "gelu"}.get(
+        config.hidden_act, config.hidden_act
+    )
+    out: dict[str, Any] = {
+        "attention_probs_dropout_prob": config.attention_probs_dropout_prob,
+        "embedding_size": config.embedding_size,
+        "hidden_act": act,
+        "hidden_dropout_prob": config.hidden_dropout_prob,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "max_position_embeddings": config.max_position_embeddings,
+        "num_attention_heads": config.num_attention_heads,
+        "num_hidden_layers": config.num_hidden_layers,
+        "type_vocab_size": config.type_vocab_size,
+        "vocab_size": config.vocab_size,
+        "initializer_range": config.initializer_range,
+    }
+    if _layout_of(config) == "brightmart":
+        out["ln_type"] = _ln_of(config)
+    else:
+        out["num_hidden_groups"] = config.num_hidden_groups
+        out["inner_group_num"] = config.inner_group_num
+    return out
+
+
+def _layout_of(config: AlbertConfig) -> Layout:
+    return getattr(config, "embedding_layout", "google")
+
+
+def _ln_of(config: AlbertConfig) -> str:
+    return getattr(config, "ln_type", "postln")
+
+
+# --------------------------------------------------------------------------- tensors
+
+
+@dataclass
+class TFConversion:
+    """The result of mapping TF variables onto torch parameters."""
+
+    state: dict[str, np.ndarray]  # HF keys (albert.-prefixed) -> arrays in torch orientation
+    layout: Layout
+    heads: set[str]
+    skipped: list[str]
+
+
+def tf_to_state(
+    tensors: Mapping[str, np.ndarray],
+    config: AlbertConfig,
+    *,
+    layout: Layout,
+    groups: int | None = None,
+    source: str = "checkpoint",
+) -> TFConversion:
+    """Map TF variables onto HF-named parameters; every variable must be used exactly once."""
+    names = set(tensors)
+    heads = detect_heads(names)
+    if layout == "google":
+        used = tf_groups(config, groups or config.num_hidden_groups)
+        mapping = google_map(config, heads, used)
+    else:
+        mapping = brightmart_map(config, heads)
+    expected = {m.tf for m in mapping}
+    skipped = sorted(n for n in names if is_skipped(n))
+    unmapped = sorted(names - expected - set(skipped))
+    missing = sorted(expected - names)
+    problems = []
+    if unmapped:
+        problems.append(f"unmapped variable(s) {_short(unmapped)}")
+    if missing:
+        problems.append(f"missing variable(s) {_short(missing)}")
+    if problems:
+        raise InputError(f"{source}: {layout} layout: " + "; ".join(problems))
+    state = {}
+    for m in mapping:
+        arr = np.asarray(tensors[m.tf])
+        if arr.dtype != np.float32:
+            arr = arr.astype(np.float32)
+        state[m.hf] = np.ascontiguousarray(arr.T if m.transpose else arr)
+    return TFConversion(state=state, layout=layout, heads=heads, skipped=skipped)
+
+
+def state_to_tf(state: Mapping[str, Any], config: AlbertConfig) -> dict[str, np.ndarray]:
+    """Map HF-named parameters (``albert.``-prefixed) back onto albert_zh TF variable names."""
+    heads = set()
+    if any(k.startswith("predictions.") for k in state):
+        heads.add("pretraining")
+    if any(k.startswith("classifier.") for k in state):
+        heads.add("classifier")
+    layout = _layout_of(config)
+    mapping = google_map(config, heads) if layout == "google" else brightmart_map(config, heads)
+    out = {}
+    for m in mapping:
+        value = state[m.hf]
+        arr = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+        out[m.tf] = np.ascontiguousarray(arr.T if m.transpose else arr).astype(np.float32)
+    return out
+
+
+# --------------------------------------------------------------------------- models
+
+
+def model_class(heads: set[str]) -> type:
+    """The albertzh model class that holds exactly these heads."""
+    from albertzh.model import AlbertForPretraining, AlbertForSequenceClassification, AlbertModel
+
+    if heads == {"pretraining", "classifier"}:
+        raise InputError("checkpoint has both pretraining (cls/...) and classifier variables")
+    if "classifier" in heads:
+        return AlbertForSequenceClassification
+    if "pretraining" in heads:
+        return AlbertForPretraining
+    return AlbertModel
+
+
+def build_model(config: AlbertConfig, state: Mapping[str, np.ndarray], heads: set[str]) -> Any:
+    """An albertzh model with these HF-named weights loaded (strictly: every key must match)."""
+    import torch
+
+    cls = model_class(heads)
+    model = cls(config, init=False)
+    bare = not hasattr(model, "albert")
+    tensors = {
+        (k.removeprefix("albert.") if bare else k): torch.from_numpy(np.array(v))
+        for k, v in state.items()
+    }
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    shapes = [
+        f"{k} {tuple(tensors[k].shape)} vs {tuple(own[k].shape)}"
+        for k in sorted(own)
+        if k in tensors and tensors[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {_short(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatch (checkpoint vs config) {_short(shapes, 4)}")
+        raise InputError("weights do not fit the config: " + "; ".join(parts))
+    model.load_state_dict(tensors, strict=True)
+    model.eval()
+    return model
+
+
+def load_vocab(vocab: Path, config: AlbertConfig) -> Any:
+    """The tokenizer of a vocab file or directory, checked against the model's vocab size."""
+    from albertzh.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(vocab)
+    if tok.vocab_size != config.vocab_size:
+        raise VocabMismatchError(
+            f"{vocab}: {tok.vocab_size} tokens but the model config says vocab_size "
+            f"{config.vocab_size}"
+        )
+    return tok
+
+
+def check_output(path: Path, overwrite: bool) -> None:
+    """Refuse a non-empty output directory unless ``overwrite`` (replaced only on success)."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise InputError(f"{path}: output directory is not empty (use --overwrite)")
+
+
+def replace_dir(new: Path, path: Path) -> None:
+    """Move the finished directory ``new`` to ``path``, replacing what was there."""
+    old = None
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        path.rename(old)
+    new.rename(path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_tf(model: Any, tokenizer: Any, out: Path) -> Path:
+    """Write ``model.ckpt`` + ``albert_config.json`` (+ ``vocab.txt``) in albert_zh's form."""
+    from albertzh.model.tf_checkpoint import write_checkpoint
+
+    state = model.state_dict()
+    if not hasattr(model, "albert"):
+        state = {f"albert.{k}": v for k, v in state.items()}
+    tensors = state_to_tf(state, model.config)
+    out.mkdir(parents=True)
+    write_checkpoint(out / "model.ckpt", tensors)
+    (out / "albert_config.json").write_text(
+        json.dumps(config_to_tf_json(model.config), indent=2) + "\n", encoding="utf-8"
+    )
+    if tokenizer is not None:
+        tokenizer.save(out)
+    return out
+
+
+def load_model_dir(path: Path) -> Any:
+    """Load an albertzh/HF model dir as the class its config names (its heads kept)."""
+    from albertzh.model import AlbertForPretraining, AlbertForSequenceClassification, AlbertModel
+    from albertzh.model.io import CONFIG_FILE
+
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file():
+        raise ModelDirError(f"{path}: no {CONFIG_FILE} (not a model directory)")
+    try:
+        archs = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")).get("architectures")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelDirError(f"{path / CONFIG_FILE}: not valid JSON: {exc}") from exc
+    arch = (archs or ["AlbertForPreTraining"])[0]
+    classes: dict[str, Any] = {
+        "AlbertForPreTraining": AlbertForPretraining,
+        "AlbertForMaskedLM": AlbertForPretraining,
+        "AlbertForSequenceClassification": AlbertForSequenceClassification,
+        "AlbertModel": AlbertModel,
+    }
+    if arch not in classes:
+        raise ModelDirError(f"{path / CONFIG_FILE}: architecture {arch} is not supported")
+    model = classes[arch].from_pretrained(path)
+    model.eval()
+    return model
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+class ConvertConfig(StageConfig):
+    """Options of ``albertzh convert`` (flags ``--from``/``--to``/``--config`` map onto these)."""
+
+    source: Path = Field(
+        ...,
+        description="TF checkpoint prefix (or its directory), or an HF/albertzh model directory.",
+        json_schema_extra={"argument": True},
+    )
+    source_format: Literal["tf", "hf"] = Field(
+        "tf", description="What SOURCE is: a TF1 albert_zh checkpoint or an HF/albertzh model dir."
+    )
+    target_format: Literal["albertzh", "hf", "tf"] = Field(
+        "albertzh",
+        description="What to write: an albertzh model dir, an HF dir (google layout only), or a "
+        "TF1 checkpoint in albert_zh's variable names.",
+    )
+    output: Path = Field(..., description="Output directory.", json_schema_extra={"short": "-o"})
+    albert_config: Path | None = Field(
+        None,
+        description="albert_zh's albert_config*.json (for --from tf; default: the only "
+        "albert_config*.json beside the checkpoint).",
+    )
+    vocab: Path | None = Field(
+        None,
+        description="vocab.txt / spiece.model or a directory holding it (default: beside the "
+        "checkpoint, or the source model dir).",
+    )
+    layout: Literal["auto", "google", "brightmart"] = Field(
+        "auto", description="TF variable layout; auto-detected from the variable names."
+    )
+    ln_type: Literal["auto", "postln", "preln"] = Field(
+        "auto",
+        description="brightmart layout: post- or pre-LayerNorm layers (auto: the config's "
+        "ln_type, else postln).",
+    )
+    verify: bool = Field(
+        True,
+        description="Reload what was written and compare its outputs with the converted model "
+        "(and with transformers for --to hf, when installed).",
+    )
+    overwrite: bool = Field(False, description="Replace a non-empty output directory.")
+
+
+def _beside(prefix: Path, pattern: str, what: str, flag: str) -> Path:
+    found = sorted(prefix.parent.glob(pattern))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ConfigError(f"{prefix.parent}: no {what} beside the checkpoint (pass {flag})")
+    names = ", ".join(p.name for p in found)
+    raise ConfigError(f"{prefix.parent}: several {what} files ({names}); pass {flag}")
+
+
+def _probe(model: Any, config: AlbertConfig) -> tuple[Any, Any, Any]:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    T = min(16, config.max_position_embeddings)
+    ids = torch.randint(0, config.vocab_size, (2, T), generator=g)
+    mask = torch.ones(2, T, dtype=torch.long)
+    mask[1, T // 2 :] = 0
+    types = torch.zeros(2, T, dtype=torch.long)
+    types[:, T // 4 :] = min(1, config.type_vocab_size - 1)
+    return ids, mask, types
+
+
+def _outputs(model: Any, ids: Any, mask: Any, types: Any) -> dict[str, Any]:
+    import torch
+
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, token_type_ids=types)
+    return {k: v for k, v in vars(out).items() if isinstance(v, torch.Tensor)}
+
+
+def _hf_outputs(path: Path, arch: str, ids: Any, mask: Any, types: Any) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    cls = getattr(transformers, arch)
+    model = cls.from_pretrained(str(path))
+    model.eval()
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, token_type_ids=types)
+    names = {
+        "prediction_logits": "mlm_logits",
+        "sop_logits": "sop_logits",
+        "logits": "logits",
+        "last_hidden_state": "last_hidden_state",
+        "pooler_output": "pooler_output",
+    }
+    return {names[k]: v for k, v in out.items() if k in names and isinstance(v, torch.Tensor)}
+
+
+def _max_diff(a: dict[str, Any], b: dict[str, Any], where: Path) -> float:
+    if set(a) != set(b):
+        raise ModelDirError(f"{where}: reloaded model gives outputs {sorted(b)}, not {sorted(a)}")
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def _verify(model: Any, config: AlbertConfig, target: Path, fmt: str, arch: str) -> dict[str, Any]:
+    """Reload what was written and compare outputs on a fixed probe batch."""
+    from albertzh.model.tf_checkpoint import TFCheckpoint
+
+    probe = _probe(model, config)
+    want = _outputs(model, *probe)
+    if fmt == "tf":
+        back = TFCheckpoint(target / "model.ckpt")
+        again = tf_to_state(
+            {n: back[n] for n in back}, config, layout=_layout_of(config), source=str(target)
+        )
+        reloaded = build_model(config, again.state, again.heads)
+    else:
+        reloaded = type(model).from_pretrained(target)
+        reloaded.eval()
+    figures: dict[str, Any] = {
+        "verify_max_abs_diff": _max_diff(want, _outputs(reloaded, *probe), target)
+    }
+    if fmt == "hf":
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            figures["transformers_max_abs_diff"] = "transformers not installed"
+        else:
+            got = _hf_outputs(target, arch, *probe)
+            figures["transformers_max_abs_diff"] = _max_diff(want, got, target)
+    return figures
+
+
+def run(cfg: ConvertConfig) -> Summary:
+    """Convert SOURCE into an albertzh/HF model dir or an albert_zh TF checkpoint."""
+    from albertzh.model.io import META_FILE
+    from albertzh.model.tf_checkpoint import TFCheckpoint, resolve_prefix
+
+    out = Path(cfg.output)
+    check_output(out, cfg.overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Any] = {"source": str(cfg.source), "from": cfg.source_format}
+
+    if cfg.source_format == "tf":
+        prefix = resolve_prefix(Path(cfg.source))
+        ckpt = TFCheckpoint(prefix)
+        names = set(ckpt)
+        layout: Layout = (
+            detect_layout(names, str(prefix)) if cfg.layout == "auto" else cfg.layout  # type: ignore[assignment]
+        )
+        config_path = cfg.albert_config or _beside(
+            prefix, "*config*.json", "albert_config*.json", "--config"
+        )
+        heads = detect_heads(names)
+        num_labels = None
+        if "classifier" in heads and "output_weights" in names:
+            num_labels = int(ckpt.entries["output_weights"].shape[0])
+        config, groups = config_from_tf_json(
+            config_path,
+            ln_type=None if cfg.ln_type == "auto" else cfg.ln_type,
+            layout=layout,
+            num_labels=num_labels,
+        )
+        wanted = {n for n in names if not is_skipped(n)}
+        tensors = {n: ckpt[n] for n in sorted(wanted)}
+        conv = tf_to_state(tensors, config, layout=layout, groups=groups, source=str(prefix))
+        model = build_model(config, conv.state, conv.heads)
+        vocab = cfg.vocab or _beside(prefix, "vocab*.txt", "vocab.txt", "--vocab")
+        tokenizer = load_vocab(vocab, config)
+        figures.update(
+            {
+                "layout": layout,
+                "ln_type": _ln_of(config),
+                "tensors": len(conv.state),
+                "skipped_optimizer_slots": sum(1 for n in names if is_skipped(n)),
+            }
+        )
+    else:
+        src = Path(cfg.source)
+        if not src.is_dir():
+            raise ModelDirError(f"{src}: model directory not found")
+        model = load_model_dir(src)
+        config = model.config
+        tokenizer = load_vocab(cfg.vocab or src, config)
+        figures.update({"layout": _layout_of(config), "ln_type": _ln_of(config)})
+
+    arch = type(model).hf_architecture
+    figures.update({"architecture": arch, "parameters": sum(p.numel() for p in model.parameters())})
+    if cfg.target_format == "hf" and _layout_of(config) != "google":
+        raise ConfigError(
+            f"--to hf: {cfg.source}: the brightmart layout has no transformers equivalent; "
+            "use --to albertzh (or --to tf)"
+        )
+
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        target = work / "out"
+        if cfg.target_format == "tf":
+            save_tf(model, tokenizer, target)
+        else:
+            meta = {
+                "stage": "convert",
+                "config": cfg.model_dump(mode="json"),
+                "source_format": cfg.source_format,
+                "layout": figures["layout"],
+            }
+            model.save_pretrained(target, tokenizer=tokenizer, meta=meta)
+            if cfg.target_format == "hf":
+                for extra in (META_FILE, "vocab.json"):
+                    (target / extra).unlink(missing_ok=True)
+        if cfg.verify:
+            figures.update(_verify(model, config, target, cfg.target_format, arch))
+        replace_dir(target, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    figures["to"] = cfg.target_format
+    figures["output"] = str(out)
+    return Summary("convert", figures)
