@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import xxhash
 from pydantic import Field, model_validator
@@ -246,20 +247,34 @@ def text_hash(text: str) -> int:
     return xxhash.xxh64_intdigest(text.encode("utf-8"))
 
 
+_MINHASH_TEMPLATE: dict[int, Any] = {}
+
+
 def minhash_values(text: str, cfg: CleanConfig) -> Any:
     """MinHash signature (numpy uint64 array) of the text's character n-grams."""
     from datasketch import MinHash
 
-    m = MinHash(num_perm=cfg.near_dup_num_perm, seed=MINHASH_SEED)
+    # Building the permutations is the slow part of a MinHash: do it once per process.
+    tmpl = _MINHASH_TEMPLATE.get(cfg.near_dup_num_perm)
+    if tmpl is None:
+        tmpl = _MINHASH_TEMPLATE[cfg.near_dup_num_perm] = MinHash(
+            num_perm=cfg.near_dup_num_perm, seed=MINHASH_SEED
+        )
+    m = tmpl.copy()  # an empty MinHash sharing the template's permutations
     m.update_batch(sorted(tr.shingles(text, cfg.near_dup_ngram)))
-    return m.hashvalues
+    return m.hashvalues.astype("uint64")  # uint32 or uint64 depending on the scheme
 
 
 # --------------------------------------------------------------------------- worker: one unit
 
 
 def _staging_schema(near_dup: bool) -> pa.Schema:
-    fields = [("row", pa.int64()), ("text", pa.string()), ("hash", pa.uint64())]
+    fields = [
+        ("row", pa.int64()),
+        ("text", pa.string()),
+        ("hash", pa.uint64()),
+        ("sentences", pa.int32()),
+    ]
     if near_dup:
         fields.append(("sig", pa.binary()))
     return pa.schema(fields)
@@ -301,6 +316,7 @@ def clean_unit(job: tuple[CleanConfig, int, Unit, str]) -> tuple[int, str, dict[
             cols["row"].append(row)
             cols["text"].append(text)
             cols["hash"].append(text_hash(text))
+            cols["sentences"].append(text.count("\n") + 1)
             if cfg.near_dup:
                 cols["sig"].append(minhash_values(text, cfg).tobytes())
             size += len(text)
@@ -311,7 +327,6 @@ def clean_unit(job: tuple[CleanConfig, int, Unit, str]) -> tuple[int, str, dict[
     stats: dict[str, Any] = {
         "rows_in": rows_in,
         "bytes_in": counters.get("bytes_in", 0),
-        "sentences": cleaner.sentences,
         "dropped": dict(cleaner.dropped),
         "rules": dict(cleaner.rules),
     }
@@ -331,10 +346,23 @@ class Deduper:
         self.cfg = cfg
         self.seen: set[int] = set()
         self.lsh = None
+        self._lean_kw: dict[str, Any] = {}
         if cfg.near_dup:
-            from datasketch import MinHashLSH
+            from datasketch import MinHash, MinHashLSH
 
-            self.lsh = MinHashLSH(threshold=cfg.near_dup_threshold, num_perm=cfg.near_dup_num_perm)
+            try:
+                self.lsh = MinHashLSH(
+                    threshold=cfg.near_dup_threshold, num_perm=cfg.near_dup_num_perm
+                )
+            except ValueError as exc:
+                raise ConfigError(
+                    f"--near-dup-threshold {cfg.near_dup_threshold} with --near-dup-num-perm "
+                    f"{cfg.near_dup_num_perm}: {exc}; lower the threshold or use more permutations"
+                ) from None
+            # datasketch >= 2 wants the hashing scheme of stored signatures spelled out.
+            scheme = getattr(MinHash(num_perm=16, seed=MINHASH_SEED), "scheme", None)
+            if scheme:
+                self._lean_kw["scheme"] = scheme
 
     def check(self, doc_id: str, h: int, sig: bytes | None) -> str | None:
         """None when the document is new (and remember it), else the drop reason."""
@@ -346,7 +374,8 @@ class Deduper:
             import numpy as np
             from datasketch import LeanMinHash
 
-            m = LeanMinHash(seed=MINHASH_SEED, hashvalues=np.frombuffer(sig, dtype=np.uint64))
+            values = np.frombuffer(sig, dtype=np.uint64)
+            m = LeanMinHash(seed=MINHASH_SEED, hashvalues=values, **self._lean_kw)
             if self.lsh.query(m):
                 return "near_duplicate"
             self.lsh.insert(doc_id, m)
@@ -374,6 +403,7 @@ def _finish_unit(
     near = dedup.cfg.near_dup
     keep: list[list[bool]] = []
     dropped: Counter[str] = Counter()
+    sentences = 0
     for b in range(reader.num_record_batches):
         batch = reader.get_batch(b)
         rows = batch.column("row").to_pylist()
@@ -386,10 +416,12 @@ def _finish_unit(
                 dropped[reason] += 1
             mask.append(reason is None)
         keep.append(mask)
+        sentences += pa.compute.sum(batch.column("sentences").filter(pa.array(mask))).as_py() or 0
 
     stats = dict(stats)
     stats["dropped"] = dict(Counter(stats.get("dropped", {})) + dropped)
     stats["rows_out"] = sum(sum(m) for m in keep)
+    stats["sentences"] = sentences
 
     def batches() -> Iterator[pa.Table]:
         for b, mask in enumerate(keep):
@@ -479,6 +511,7 @@ def run(config: CleanConfig) -> Summary:
     units = plan_units(
         files, max(1, int(config.chunk_mb * (1 << 20))), config.doc_sep, config.text_column
     )
+    dedup = Deduper(config)
     out = ds.prepare_output(config.output, resume=config.resume, overwrite=config.overwrite)
     staging_dir = out / STAGING_DIR
     shutil.rmtree(staging_dir, ignore_errors=True)
@@ -488,7 +521,6 @@ def run(config: CleanConfig) -> Summary:
     todo = [(i, u) for i, u in mine if not ds.part_complete(out, i)]
     jobs = [(config, i, u, str(staging_dir)) for i, u in todo]
     results = _ordered_map(clean_unit, jobs, config.workers)
-    dedup = Deduper(config)
     done: list[dict[str, Any]] = []
     resumed = 0
     try:

@@ -1,0 +1,290 @@
+"""The clean stage: rule flags, dataset output, dedup across files/workers, resume, shards."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from albertzh.errors import ConfigError, InputError
+from albertzh.pipeline import dataset as ds
+from albertzh.pipeline.clean import CleanConfig, Cleaner, run
+
+GOOD = [
+    "今天天气很好，我们一起去公园散步。公园里有很多人在锻炼身体！",
+    "这家餐厅的菜很好吃，服务也很周到。下次还会再来。",
+    "他说：“明天见！”然后就走了。我们都很想念他。",
+    "北京是中国的首都，有着悠久的历史和灿烂的文化。",
+    "学习一门新的语言需要时间和耐心，但是非常有意思。",
+    "这本书讲述了一个感人的故事，让我久久不能忘怀。",
+]
+
+
+def _cfg(tmp_path: Path, inputs: list[Any], **kw: Any) -> CleanConfig:
+    return CleanConfig(inputs=[str(i) for i in inputs], output=tmp_path / "docs", **kw)
+
+
+def _clean_one(text: str, **kw: Any) -> str | None:
+    return Cleaner(CleanConfig(inputs=["x"], output="o", **kw))(text)
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    return [r for p in ds.part_paths(out) for r in pq.read_table(p).to_pylist()]
+
+
+def _write(path: Path, docs: list[str]) -> Path:
+    path.write_text("\n".join(docs) + "\n", encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- rule flags
+
+
+def test_default_rules_on_one_document() -> None:
+    raw = "\ufeff<p>ＡＢＣ公司　发布了新产品，详见https://abc.com/x 。</p>大家都很喜欢！"
+    assert _clean_one(raw) == "ABC公司 发布了新产品，详见[URL] 。\n大家都很喜欢！"
+
+
+def test_each_normalizer_can_be_switched_off() -> None:
+    assert "\u200b" in _clean_one("你好\u200b世界，今天很开心。", invisible=False)
+    assert "<b>" in _clean_one("<b>你好世界</b>，今天很开心。", html=False)
+    assert "ＡＢＣ" in _clean_one("ＡＢＣ你好世界，今天很开心。", fullwidth=False, nfkc=False)
+    assert "ﬁ" in _clean_one("ﬁ你好世界，今天很开心。", nfkc=False)
+    assert "ﬁ" not in _clean_one("ﬁ你好世界，今天很开心。")
+    assert "," in _clean_one("你好世界，今天很开心。", keep_cn_punct=False)
+    assert "  " in _clean_one("你好  世界，今天很开心。", whitespace=False)
+
+
+def test_url_modes() -> None:
+    text = "欢迎访问http://a.cn/b 或者写信到 me@a.cn 联系我们。"
+    assert _clean_one(text) == "欢迎访问[URL] 或者写信到 [EMAIL] 联系我们。"
+    assert _clean_one(text, url_token="<u>", email_token="<e>") == (
+        "欢迎访问<u> 或者写信到 <e> 联系我们。"
+    )
+    assert _clean_one(text, urls="keep") == text
+    c = Cleaner(CleanConfig(inputs=["x"], output="o", urls="drop"))
+    assert c(text) is None and c.dropped == {"url": 1}
+
+
+def test_t2s_flag() -> None:
+    pytest.importorskip("opencc")
+    assert _clean_one("這是一個繁體中文的句子。", t2s=True) == "这是一个繁体中文的句子。"
+    assert _clean_one("這是一個繁體中文的句子。") == "這是一個繁體中文的句子。"
+
+
+def test_t2s_missing_package_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "opencc", None)  # makes `import opencc` fail
+    with pytest.raises(ConfigError, match="--t2s needs the OpenCC package"):
+        run(_cfg(tmp_path, [_write(tmp_path / "a.txt", GOOD)], t2s=True))
+
+
+def test_sentence_splitting_and_short_sentences() -> None:
+    text = "第一句话在这里。好。第三句话在这里！"
+    assert _clean_one(text) == "第一句话在这里。\n好。\n第三句话在这里！"
+    c = Cleaner(CleanConfig(inputs=["x"], output="o", min_sentence_chars=3))
+    assert c(text) == "第一句话在这里。\n第三句话在这里！"
+    assert c.rules["short_sentences"] == 1
+    assert _clean_one(text, split_sentences=False) == text
+
+
+@pytest.mark.parametrize(
+    "text,kw,reason",
+    [
+        ("太短了。", {}, "too_short"),
+        ("".join(GOOD), {"max_chars": 50}, "too_long"),
+        ("This is English text with 一点 Chinese.", {}, "low_chinese_ratio"),
+        ("这家餐厅的菜很好吃。" * 3, {}, "repeated_lines"),
+        ("太好笑了哈哈哈哈哈哈哈哈哈哈哈哈", {}, "char_run"),
+        ("啊好啊啊是啊啊对啊啊啊啊嗯啊啊啊啊啊吧啊啊哦", {"max_char_run": 0}, "char_spam"),
+        ("。", {}, "empty"),
+    ],
+)
+def test_filters_drop_with_named_reason(text: str, kw: dict[str, Any], reason: str) -> None:
+    c = Cleaner(CleanConfig(inputs=["x"], output="o", **kw))
+    assert c(text) is None
+    assert dict(c.dropped) == {reason: 1}
+
+
+@pytest.mark.parametrize(
+    "text,kw",
+    [
+        ("太短了。", {"min_chars": 2}),
+        ("".join(GOOD), {"max_chars": None}),
+        ("This is English text with 一点 Chinese.", {"min_chinese_ratio": 0.0}),
+        ("这家餐厅的菜很好吃。" * 3, {"max_repeated_lines": 1.0}),
+        ("太好笑了哈哈哈哈哈哈哈哈哈哈哈哈", {"max_char_run": 20}),
+        (
+            "啊好啊啊是啊啊对啊啊啊啊嗯啊啊啊啊啊吧啊啊哦",
+            {"max_char_run": 0, "max_char_fraction": 1.0},
+        ),
+    ],
+)
+def test_filter_flags_relax_the_filters(text: str, kw: dict[str, Any]) -> None:
+    assert _clean_one(text, **kw) is not None
+
+
+def test_config_checks_name_the_flag() -> None:
+    with pytest.raises(ValueError, match="--max-chars 5 must not be smaller than --min-chars 10"):
+        CleanConfig(inputs=["x"], output="o", max_chars=5)
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+def test_run_writes_docs_dataset_with_stats(tmp_path: Path) -> None:
+    src = _write(tmp_path / "a.txt", [GOOD[0], "太短。", GOOD[1], GOOD[0], "", GOOD[2]])
+    summary = run(_cfg(tmp_path, [src]))
+    out = tmp_path / "docs"
+    m = ds.read_manifest(out, "clean")
+    ds.check_schema(
+        out / "part-00000.parquet",
+        {"doc_id": pa.string(), "text": pa.string(), "source": pa.string()},
+    )
+    rows = _rows(out)
+    assert [r["doc_id"] for r in rows] == ["00000-000000", "00000-000002", "00000-000005"]
+    assert rows[0]["text"] == "今天天气很好，我们一起去公园散步。\n公园里有很多人在锻炼身体！"
+    assert {r["source"] for r in rows} == {str(src)}
+    st = m["stats"]
+    assert st["rows_in"] == 6 and st["rows_out"] == 3 == m["rows"]
+    assert st["dropped"] == {"too_short": 1, "duplicate": 1, "empty": 1}
+    assert st["bytes_in"] == src.stat().st_size
+    f = summary.figures
+    assert f["rows_in"] == 6 and f["rows_out"] == 3 and f["dropped"]["duplicate"] == 1
+    assert f["sentences"] == 2 + 2 + 3 == st["sentences"]
+    assert not list(out.glob(".*")), "no staging or temp files left behind"
+
+
+def test_dedup_across_files_first_wins_and_can_be_off(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a.txt", GOOD[:3])
+    b = _write(tmp_path / "b.txt", [GOOD[2], GOOD[4], "  " + GOOD[1] + "  "])
+    run(_cfg(tmp_path, [a, b]))
+    rows = _rows(tmp_path / "docs")
+    assert [r["source"] for r in rows] == [str(a)] * 3 + [str(b)]
+    assert rows[-1]["doc_id"] == "00001-000001"
+    m = ds.read_manifest(tmp_path / "docs")
+    assert m["stats"]["dropped"] == {"duplicate": 2}
+    run(_cfg(tmp_path, [a, b], dedup=False, overwrite=True))
+    assert len(_rows(tmp_path / "docs")) == 6
+
+
+def test_near_dup(tmp_path: Path) -> None:
+    pytest.importorskip("datasketch")
+    base = "今天天气很好，我们一起去公园散步。公园里有很多人在锻炼身体，有的跑步，有的打太极拳。"
+    near = base.replace("打太极拳", "打太极")
+    src = _write(tmp_path / "a.txt", [base, GOOD[3], near])
+    run(_cfg(tmp_path, [src], near_dup=True))
+    m = ds.read_manifest(tmp_path / "docs")
+    assert m["stats"]["dropped"] == {"near_duplicate": 1}
+    assert [r["doc_id"] for r in _rows(tmp_path / "docs")] == ["00000-000000", "00000-000001"]
+    # A pair with Jaccard ~0.3 is kept at the default threshold, dropped at a low one.
+    mid = base[:22] + "晚上我们回家吃了一顿非常丰盛的晚饭" + base[40:]
+    src = _write(tmp_path / "a.txt", [base, mid])
+    run(_cfg(tmp_path, [src], near_dup=True, overwrite=True))
+    assert ds.read_manifest(tmp_path / "docs")["rows"] == 2
+    run(_cfg(tmp_path, [src], near_dup=True, near_dup_threshold=0.15, overwrite=True))
+    assert ds.read_manifest(tmp_path / "docs")["rows"] == 1
+    with pytest.raises(ConfigError, match="--near-dup-threshold 0.99"):
+        run(_cfg(tmp_path, [src], near_dup=True, near_dup_threshold=0.99, overwrite=True))
+
+
+def _corpus(tmp_path: Path, n: int = 300) -> Path:
+    # Many small units (chunk_mb below) with duplicates spread across them.
+    docs = [f"第{i % 97}号文档：{GOOD[i % 97 % len(GOOD)]}编号{i % 97}。" for i in range(n)]
+    return _write(tmp_path / "corpus.txt", docs)
+
+
+def _part_hashes(out: Path) -> list[str]:
+    return [f["sha256"] for f in ds.read_manifest(out)["files"]]
+
+
+def test_workers_give_byte_identical_parts(tmp_path: Path) -> None:
+    src = _corpus(tmp_path)
+    one = run(CleanConfig(inputs=[str(src)], output=tmp_path / "w1", chunk_mb=0.002))
+    two = run(CleanConfig(inputs=[str(src)], output=tmp_path / "w2", chunk_mb=0.002, workers=2))
+    assert one.figures["units"] > 4
+    assert _part_hashes(tmp_path / "w1") == _part_hashes(tmp_path / "w2")
+    assert one.figures["dropped"] == two.figures["dropped"]
+    assert one.figures["dropped"]["duplicate"] == 300 - 97
+    assert one.figures["rows_out"] == 97
+
+
+def test_resume_skips_complete_parts_and_dedups_correctly(tmp_path: Path) -> None:
+    src = _corpus(tmp_path)
+    out = tmp_path / "docs"
+    cfg = CleanConfig(inputs=[str(src)], output=out, chunk_mb=0.002)
+    run(cfg)
+    full = ds.read_manifest(out)
+    n = len(full["files"])
+    # Simulate a run cut off after the first half of the parts.
+    for f in full["files"][n // 2 :]:
+        (out / f["name"]).unlink()
+    (out / "manifest.json").unlink()
+    summary = run(cfg.model_copy(update={"resume": True}))
+    assert summary.figures["units_resumed"] == n // 2
+    again = ds.read_manifest(out)
+    assert _part_hashes(out) == [f["sha256"] for f in full["files"]]
+    assert again["stats"] == full["stats"]
+    assert summary.figures["rows_out"] == 97
+
+
+def test_shards_process_disjoint_units(tmp_path: Path) -> None:
+    src = _corpus(tmp_path)
+    run(CleanConfig(inputs=[str(src)], output=tmp_path / "all", chunk_mb=0.002, dedup=False))
+    parts = []
+    for i in range(2):
+        out = tmp_path / f"s{i}"
+        run(
+            CleanConfig(
+                inputs=[str(src)],
+                output=out,
+                chunk_mb=0.002,
+                shard_index=i,
+                num_shards=2,
+                dedup=False,
+            )
+        )
+        names = [f["name"] for f in ds.read_manifest(out)["files"]]
+        assert all(int(n[5:10]) % 2 == i for n in names)
+        parts += names
+    assert sorted(parts) == [f["name"] for f in ds.read_manifest(tmp_path / "all")["files"]]
+
+
+def test_mixed_inputs_doc_sep_blank_json_parquet_gz(tmp_path: Path) -> None:
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.txt").write_text(
+        f"{GOOD[0]}\n{GOOD[1]}\n\n{GOOD[2]}\n", encoding="utf-8"
+    )  # two albert_zh-style docs
+    (d / "b.jsonl.gz").write_bytes(
+        gzip.compress(json.dumps({"content": GOOD[3]}, ensure_ascii=False).encode() + b"\n")
+    )
+    pq.write_table(pa.table({"body": [GOOD[4], GOOD[5]]}), d / "c.parquet")
+    summary = run(_cfg(tmp_path, [d], doc_sep="blank", text_field="content", text_column="body"))
+    rows = _rows(tmp_path / "docs")
+    assert summary.figures["input_files"] == 3 and len(rows) == 5
+    assert rows[0]["text"].count("\n") == 3  # two lines, each split in two sentences
+    assert [Path(r["source"]).name for r in rows] == ["a.txt"] * 2 + ["b.jsonl.gz"] + [
+        "c.parquet"
+    ] * 2
+
+
+def test_encoding_errors_in_run(tmp_path: Path) -> None:
+    src = tmp_path / "bad.txt"
+    src.write_bytes(GOOD[0].encode() + b"\n\xff\xfe bad line\n" + GOOD[1].encode() + b"\n")
+    with pytest.raises(InputError, match=r"bad\.txt: byte \d+: not valid UTF-8"):
+        run(_cfg(tmp_path, [src]))
+    out = tmp_path / "docs"
+    assert not (out / "manifest.json").exists() and not list(out.glob("part-*"))
+    assert not list(out.glob(".*")), "nothing half-written"
+    s = run(_cfg(tmp_path, [src], encoding_errors="skip-line", overwrite=True))
+    assert s.figures["skipped_lines"] == 1 and s.figures["rows_out"] == 2
+    s = run(_cfg(tmp_path, [src], encoding_errors="replace", overwrite=True))
+    assert s.figures["replaced_lines"] == 1 and s.figures["rows_in"] == 3
