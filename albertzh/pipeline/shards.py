@@ -1,0 +1,705 @@
+"""make-shards: words dataset + vocab -> pretraining instances (SOP pairs, word starts, masks).
+
+Work unit *i* is input part *i*; it becomes output part *i*, streamed batch by batch into
+Parquet row groups of at most ``row_group_rows`` instances, so memory stays flat however large
+the corpus is. Every random choice of unit *i*, copy *d* comes from generators seeded with
+``(seed, i, d)``, so the bytes of each part do not depend on ``--workers``.
+
+Per document (google-research/albert ``create_instances_from_document``, with two deliberate
+differences noted below):
+
+1. Each sentence is tokenized; word boundaries from the segment stage are aligned to tokens
+   through the character offsets (see :func:`align_sentences`).
+2. A sentence longer than ``max_seq_len - 3`` tokens is cut into pieces at word boundaries
+   (albert would truncate it and lose the rest).
+3. Sentences are gathered into a chunk until it reaches the target length: ``max_seq_len - 3``,
+   or with probability ``short_seq_prob`` a random length in ``[2, max_seq_len - 3]``. The target
+   is drawn for every instance (albert draws it once per document), so ``short_seq_prob`` is
+   the fraction of instances with a short target.
+4. The chunk is split at a random sentence boundary into A and B. A chunk of one sentence is
+   split at a random word boundary inside it instead (albert would take B from another
+   document; we never pair two documents).
+5. With probability 0.5 A and B are swapped: ``sop_label`` 1 (0 = in order).
+6. The pair is truncated as albert does: drop a token from the front or the back (coin flip)
+   of the longer side until it fits.
+
+Static masking (``--masking static``) masks each instance with :mod:`albertzh.pipeline.masking`
+and writes ``dupe_factor`` copies of the data, each with its own chunking, SOP swaps and masks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import Field, model_validator
+
+from albertzh.config import CorpusStageConfig
+from albertzh.console import Summary, progress
+from albertzh.errors import DatasetError, InputError
+from albertzh.pipeline import dataset as ds
+from albertzh.pipeline.masking import MaskingOptions, mask_batch
+
+STAGE = "make-shards"
+INPUT_STAGE = "segment"
+WORDS_COLUMNS: dict[str, pa.DataType] = {
+    "sentences": pa.list_(pa.string()),
+    "word_lens": pa.list_(pa.list_(pa.int32())),
+}
+INSTANCE_FIELDS = [
+    ("input_ids", pa.list_(pa.int32())),
+    ("token_type_ids", pa.list_(pa.int8())),
+    ("word_starts", pa.list_(pa.bool_())),
+    ("sop_label", pa.int8()),
+]
+STATIC_FIELDS = [
+    ("masked_positions", pa.list_(pa.int32())),
+    ("masked_ids", pa.list_(pa.int32())),
+]
+INPUT_BATCH_DOCS = 256  # documents read per batch (fixed: the output must not depend on it)
+
+
+class ShardsConfig(CorpusStageConfig):
+    """Flags of ``albertzh make-shards``."""
+
+    input: Path = Field(
+        ...,
+        description="Words dataset directory (the output of segment).",
+        json_schema_extra={"argument": True},
+    )
+    vocab: Path = Field(
+        ...,
+        description="Vocab directory (build-vocab output), a model directory, or a vocab.txt / "
+        "spiece.model file.",
+    )
+    max_seq_len: int = Field(
+        128, ge=5, le=65536, description="Longest instance, [CLS] A [SEP] B [SEP] included."
+    )
+    short_seq_prob: float = Field(
+        0.1, ge=0.0, le=1.0, description="Fraction of instances given a random shorter target."
+    )
+    masking: Literal["dynamic", "static"] = Field(
+        "dynamic",
+        description="dynamic: store word starts, pretrain masks every batch afresh; static: "
+        "store the masks (dupe-factor copies).",
+    )
+    dupe_factor: int | None = Field(
+        None,
+        ge=1,
+        description="Copies of the data, each with its own chunking, SOP swaps (and masks). "
+        "Default 10 with --masking static, 1 with dynamic.",
+    )
+    masked_lm_prob: float = Field(
+        0.15,
+        gt=0.0,
+        le=1.0,
+        description="Fraction of tokens to mask (static; with dynamic it is recorded for pretrain).",
+    )
+    max_predictions: int = Field(
+        20, ge=1, description="At most this many masked tokens per instance."
+    )
+    ngram: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="Mask n-grams of up to this many words, p(n) proportional to 1/n.",
+    )
+    whole_word: bool = Field(
+        True, description="Mask whole jieba words (--no-whole-word: single tokens)."
+    )
+    seed: int = Field(
+        12345, ge=0, description="Seed of every random choice; same seed, same bytes."
+    )
+    row_group_rows: int = Field(
+        2048, ge=1, description="Instances per Parquet row group (bounds reader memory)."
+    )
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> ShardsConfig:
+        if self.max_predictions > self.max_seq_len:
+            raise ValueError(
+                f"--max-predictions {self.max_predictions} exceeds --max-seq-len {self.max_seq_len}"
+            )
+        return self
+
+    @property
+    def copies(self) -> int:
+        if self.dupe_factor is not None:
+            return self.dupe_factor
+        return 10 if self.masking == "static" else 1
+
+    def masking_options(self) -> MaskingOptions:
+        return MaskingOptions(
+            masked_lm_prob=self.masked_lm_prob,
+            max_predictions=self.max_predictions,
+            ngram=self.ngram,
+            whole_word=self.whole_word,
+        )
+
+
+# --------------------------------------------------------------------------- vocab
+
+
+def open_vocab(path: Path) -> Any:
+    """Load the tokenizer, turning any failure into one InputError naming ``--vocab``."""
+    from albertzh.tokenizer import load_tokenizer
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: --vocab: no such vocab directory or file")
+    try:
+        return load_tokenizer(path)
+    except InputError as exc:
+        raise InputError(f"{exc} (--vocab)") from None
+    except Exception as exc:  # a corrupt file the libraries choke on
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"{path}: --vocab: cannot load the vocab ({first})") from None
+
+
+def continuation_table(tok: Any) -> np.ndarray:
+    """``table[id]`` is True for WordPiece continuation pieces (``##x``): they never start a word."""
+    table = np.zeros(tok.vocab_size, dtype=bool)
+    if tok.kind == "char":
+        pieces = tok.convert_ids_to_tokens(range(tok.vocab_size))
+        table[[i for i, p in enumerate(pieces) if p.startswith("##") and len(p) > 2]] = True
+    return table
+
+
+# --------------------------------------------------------------------------- word alignment
+
+
+def align_sentences(
+    tok: Any,
+    is_cont: np.ndarray,
+    sentences: Sequence[str],
+    lens_flat: np.ndarray,
+    lens_offsets: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tokenize sentences and mark the tokens that start a jieba word.
+
+    ``lens_flat[lens_offsets[i]:lens_offsets[i+1]]`` are the word lengths of sentence i, which
+    add up to its length. Returns flat ``(ids, word_starts, token_offsets)``: sentence i has
+    tokens ``token_offsets[i]:token_offsets[i+1]``.
+
+    Rule: a token starts a word iff (a) its start offset is the start of a jieba word, (b) it
+    is not a WordPiece ``##`` continuation, and (c) no earlier token of the sentence starts at
+    the same offset (a zero-width spm "▁" piece and the piece after it form one unit). A token
+    that spans a word boundary (spm pieces can) belongs to the word it starts in, and the word
+    it runs into is merged with that one: no token starts at the boundary, so the tokens up to
+    the next word start form one masking unit. The first token of a sentence always starts a
+    word. Special tokens written in the text become [UNK].
+    """
+    encs = tok.encode_batch(list(sentences))
+    counts = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+    tok_off = np.zeros(len(encs) + 1, dtype=np.int64)
+    np.cumsum(counts, out=tok_off[1:])
+    n = int(tok_off[-1])
+    ids = np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int32, count=n)
+    starts = np.fromiter(
+        (s for e in encs for s, _ in e.offsets), dtype=np.int64, count=n
+    )  # offsets into each sentence
+
+    # Character positions are made global by laying the sentences end to end; the word lengths
+    # of a sentence add up to its length, so their running sum gives global word starts.
+    sent_chars = np.add.reduceat(lens_flat, lens_offsets[:-1]) if lens_flat.size else None
+    char_base = np.zeros(len(encs) + 1, dtype=np.int64)
+    if sent_chars is not None:
+        empty = lens_offsets[:-1] == lens_offsets[1:]
+        sent_chars = np.where(empty, 0, sent_chars)
+        np.cumsum(sent_chars, out=char_base[1:])
+    word_start_mark = np.zeros(int(char_base[-1]) + 1, dtype=bool)
+    word_start_mark[np.cumsum(lens_flat) - lens_flat] = True
+
+    sent_of_tok = np.repeat(np.arange(len(encs)), counts)
+    gstart = char_base[sent_of_tok] + starts
+    ws = word_start_mark[np.minimum(gstart, word_start_mark.size - 1)] & ~is_cont[ids]
+    same_as_prev = np.zeros(n, dtype=bool)
+    same_as_prev[1:] = gstart[1:] == gstart[:-1]
+    ws &= ~same_as_prev
+    first = tok_off[:-1][counts > 0]
+    ws[first] = True
+    special = np.isin(ids, np.fromiter(tok.special_ids, dtype=np.int32))
+    if special.any():
+        ids[special] = tok.unk_id
+    return ids, ws, tok_off
+
+
+def align_words(
+    tok: Any, sentences: Sequence[str], word_lens: Sequence[Sequence[int]]
+) -> list[tuple[list[int], list[bool]]]:
+    """Convenience form of :func:`align_sentences`: per sentence ``(ids, word_starts)``."""
+    lens_offsets = np.zeros(len(word_lens) + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in word_lens], out=lens_offsets[1:])
+    lens_flat = np.fromiter(chain.from_iterable(word_lens), dtype=np.int64)
+    ids, ws, off = align_sentences(tok, continuation_table(tok), sentences, lens_flat, lens_offsets)
+    return [
+        (ids[off[i] : off[i + 1]].tolist(), ws[off[i] : off[i + 1]].tolist())
+        for i in range(len(sentences))
+    ]
+
+
+# --------------------------------------------------------------------------- instances
+
+
+@dataclass
+class Counters:
+    """Per-part counters (summed into the manifest's ``stats``)."""
+
+    docs: int = 0
+    text_bytes: int = 0
+    empty_docs: int = 0
+    sentences: int = 0
+    long_sentences_split: int = 0
+    tokens: int = 0
+    instances: int = 0
+    instance_tokens: int = 0
+    short_target: int = 0
+    sop_swapped: int = 0
+    single_sentence_split: int = 0
+    dropped_too_short: int = 0
+    truncated_tokens: int = 0
+    masked_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Instance:
+    input_ids: list[int]
+    token_type_ids: list[int]
+    word_starts: list[bool]
+    sop_label: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Sentence = tuple[list[int], list[bool]]
+
+
+def _split_long(sent: Sentence, limit: int) -> list[Sentence]:
+    """Cut a sentence longer than ``limit`` tokens into pieces at word starts (hard cut when a
+    single word is longer)."""
+    ids, ws = sent
+    out = []
+    i = 0
+    while len(ids) - i > limit:
+        cut = i + limit
+        j = cut
+        while j > i + 1 and not ws[j]:
+            j -= 1
+        if j == i + 1 and not ws[j]:
+            j = cut
+        out.append((ids[i:j], ws[i:j]))
+        i = j
+    out.append((ids[i:], ws[i:]))
+    for _, piece_ws in out:
+        piece_ws[0] = True
+    return out
+
+
+def _truncate_pair(a: list[Sentence], b: list[Sentence], max_tokens: int, rng: Any, c: Counters):
+    """albert's truncate_seq_pair on flat token lists: drop a token from the front or the back
+    of the longer side (coin flip) until the pair fits."""
+    ai = list(chain.from_iterable(s[0] for s in a))
+    aw = list(chain.from_iterable(s[1] for s in a))
+    bi = list(chain.from_iterable(s[0] for s in b))
+    bw = list(chain.from_iterable(s[1] for s in b))
+    excess = len(ai) + len(bi) - max_tokens
+    if excess <= 0:
+        return ai, aw, bi, bw
+    c.truncated_tokens += excess
+    coins = rng.random(excess) < 0.5
+    # Count front/back drops per side, then slice once.
+    la, lb = len(ai), len(bi)
+    fa = ba = fb = bb = 0
+    for front in coins:
+        if la > lb:
+            la -= 1
+            if front:
+                fa += 1
+            else:
+                ba += 1
+        else:
+            lb -= 1
+            if front:
+                fb += 1
+            else:
+                bb += 1
+    ai, aw = ai[fa : len(ai) - ba], aw[fa : len(aw) - ba]
+    bi, bw = bi[fb : len(bi) - bb], bw[fb : len(bw) - bb]
+    return ai, aw, bi, bw
+
+
+def document_instances(
+    doc: Sequence[Sentence],
+    rng: np.random.Generator,
+    *,
+    max_seq_len: int,
+    short_seq_prob: float,
+    cls_id: int,
+    sep_id: int,
+    counters: Counters | None = None,
+) -> Iterator[Instance]:
+    """SOP instances of one document (a list of ``(token ids, word starts)`` sentences)."""
+    c = counters if counters is not None else Counters()
+    max_tokens = max_seq_len - 3
+    sents: list[Sentence] = []
+    for s in doc:
+        if not s[0]:
+            continue
+        if len(s[0]) > max_tokens:
+            c.long_sentences_split += 1
+            sents.extend(_split_long((list(s[0]), list(s[1])), max_tokens))
+        else:
+            sents.append(s)
+    if not sents:
+        c.empty_docs += 1
+        return
+
+    def draw_target() -> int:
+        if short_seq_prob > 0 and rng.random() < short_seq_prob:
+            c.short_target += 1
+            return int(rng.integers(2, max_tokens + 1))
+        return max_tokens
+
+    target = draw_target()
+    chunk: list[Sentence] = []
+    length = 0
+    for i, s in enumerate(sents):
+        chunk.append(s)
+        length += len(s[0])
+        if i != len(sents) - 1 and length < target:
+            continue
+        if len(chunk) >= 2:
+            a_end = int(rng.integers(1, len(chunk)))
+            a, b = chunk[:a_end], chunk[a_end:]
+        else:
+            ids, ws = chunk[0]
+            if len(ids) < 2:
+                c.dropped_too_short += 1
+                chunk, length = [], 0
+                target = draw_target() if i != len(sents) - 1 else target
+                continue
+            c.single_sentence_split += 1
+            inner = [j for j in range(1, len(ids)) if ws[j]]
+            cut = int(rng.choice(inner)) if inner else int(rng.integers(1, len(ids)))
+            a, b = [(ids[:cut], ws[:cut])], [(ids[cut:], ws[cut:])]
+        swap = bool(rng.random() < 0.5)
+        if swap:
+            a, b = b, a
+            c.sop_swapped += 1
+        ai, aw, bi, bw = _truncate_pair(a, b, max_tokens, rng, c)
+        input_ids = [cls_id, *ai, sep_id, *bi, sep_id]
+        types = [0] * (len(ai) + 2) + [1] * (len(bi) + 1)
+        word_starts = [True, *aw, True, *bw, True]
+        word_starts[1] = True  # the first token of each side begins a unit, even when cut
+        word_starts[len(ai) + 2] = True
+        c.instances += 1
+        c.instance_tokens += len(input_ids)
+        yield Instance(input_ids, types, word_starts, int(swap))
+        chunk, length = [], 0
+        if i != len(sents) - 1:
+            target = draw_target()
+
+
+# --------------------------------------------------------------------------- one part
+
+
+@dataclass
+class _Job:
+    index: int
+    source: str
+    out_dir: str
+    vocab: str
+    config: dict[str, Any]
+
+
+def _tokenizer(path: str) -> tuple[Any, np.ndarray]:
+    tok = open_vocab(Path(path))
+    return tok, continuation_table(tok)
+
+
+def _list_array(offsets: list[int], values: np.ndarray, typ: pa.DataType) -> pa.Array:
+    return pa.ListArray.from_arrays(
+        pa.array(np.asarray(offsets, dtype=np.int32)), pa.array(values, type=typ)
+    )
+
+
+class _PartWriter:
+    """Streams instances of one part into a temp Parquet file; renamed into place at the end."""
+
+    def __init__(self, out_dir: Path, index: int, static: bool, row_group_rows: int) -> None:
+        self.final = out_dir / ds.part_name(index)
+        self.tmp = out_dir / f".{self.final.name}.tmp-{os.getpid()}"
+        self.schema = pa.schema(INSTANCE_FIELDS + (STATIC_FIELDS if static else []))
+        self.writer = pq.ParquetWriter(
+            self.tmp, self.schema, compression="zstd", store_schema=False
+        )
+        self.rows = row_group_rows
+        self.buf: list[Instance] = []
+
+    def extend(self, rows: list[Instance]) -> None:
+        """Buffer rows; write full row groups of exactly ``row_group_rows`` as they fill."""
+        self.buf.extend(rows)
+        while len(self.buf) >= self.rows:
+            self.write(self.buf[: self.rows])
+            self.buf = self.buf[self.rows :]
+
+    def write(self, rows: list[Instance]) -> None:
+        if not rows:
+            return
+        cols: dict[str, pa.Array] = {}
+        lengths = [0]
+        for r in rows:
+            lengths.append(lengths[-1] + len(r.input_ids))
+        flat = lambda key: list(chain.from_iterable(getattr(r, key) for r in rows))  # noqa: E731
+        cols["input_ids"] = _list_array(lengths, np.array(flat("input_ids"), np.int32), pa.int32())
+        cols["token_type_ids"] = _list_array(
+            lengths, np.array(flat("token_type_ids"), np.int8), pa.int8()
+        )
+        cols["word_starts"] = _list_array(
+            lengths, np.array(flat("word_starts"), np.bool_), pa.bool_()
+        )
+        cols["sop_label"] = pa.array(np.array([r.sop_label for r in rows], np.int8))
+        if "masked_positions" in self.schema.names:
+            mlen = [0]
+            for r in rows:
+                mlen.append(mlen[-1] + len(r.extra["positions"]))
+            pos = np.concatenate([r.extra["positions"] for r in rows]).astype(np.int32)
+            lab = np.concatenate([r.extra["labels"] for r in rows]).astype(np.int32)
+            cols["masked_positions"] = _list_array(mlen, pos, pa.int32())
+            cols["masked_ids"] = _list_array(mlen, lab, pa.int32())
+        table = pa.Table.from_arrays([cols[n] for n in self.schema.names], schema=self.schema)
+        self.writer.write_table(table, row_group_size=len(rows))
+
+    def close(self, stats: dict[str, Any]) -> None:
+        self.write(self.buf)
+        self.buf = []
+        self.writer.add_key_value_metadata(
+            {ds.STATS_KEY.decode(): json.dumps(stats, sort_keys=True)}
+        )
+        self.writer.close()
+        with open(self.tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.final)
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _docs_of_batch(
+    batch: pa.RecordBatch, source: str, tok: Any, is_cont: np.ndarray
+) -> list[list[Sentence]]:
+    """Token ids and word starts of every sentence of every document of one input batch."""
+    sentences = batch.column("sentences")
+    word_lens = batch.column("word_lens")
+    s_off = sentences.offsets.to_numpy()
+    s_off = s_off - s_off[0]
+    w_outer = word_lens.offsets.to_numpy()
+    w_outer = w_outer - w_outer[0]
+    if sentences.null_count or word_lens.null_count or not np.array_equal(s_off, w_outer):
+        bad = _first_bad_doc(batch)
+        raise DatasetError(f"{source}: document {bad}: 'word_lens' does not match 'sentences'")
+    flat_sent = sentences.flatten()
+    inner = word_lens.flatten()
+    l_off = inner.offsets.to_numpy().astype(np.int64)
+    lens_flat = inner.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    l_off = l_off - l_off[0]
+    sent_len = pc.utf8_length(flat_sent).to_numpy(zero_copy_only=False).astype(np.int64)
+    sums = np.zeros(len(sent_len), dtype=np.int64)
+    nonempty = l_off[:-1] < l_off[1:]
+    if lens_flat.size:
+        sums[nonempty] = np.add.reduceat(lens_flat, l_off[:-1][nonempty])
+    if (lens_flat < 0).any():
+        raise DatasetError(f"{source}: column 'word_lens' holds negative lengths")
+    if not np.array_equal(sums, sent_len):
+        k = int(np.nonzero(sums != sent_len)[0][0])
+        doc = int(np.searchsorted(s_off, k, side="right") - 1)
+        raise DatasetError(
+            f"{source}: document {_doc_id(batch, doc)}: word_lens of sentence {k - s_off[doc]} add "
+            f"up to {sums[k]}, the sentence has {sent_len[k]} characters"
+        )
+    ids, ws, t_off = align_sentences(tok, is_cont, flat_sent.to_pylist(), lens_flat, l_off)
+    ids_l, ws_l = ids.tolist(), ws.tolist()
+    t = t_off.tolist()
+    docs = []
+    for d in range(len(s_off) - 1):
+        docs.append(
+            [(ids_l[t[k] : t[k + 1]], ws_l[t[k] : t[k + 1]]) for k in range(s_off[d], s_off[d + 1])]
+        )
+    return docs
+
+
+def _doc_id(batch: pa.RecordBatch, row: int) -> str:
+    if "doc_id" in batch.schema.names:
+        return repr(batch.column("doc_id")[row].as_py())
+    return f"#{row}"
+
+
+def _first_bad_doc(batch: pa.RecordBatch) -> str:
+    s, w = batch.column("sentences").to_pylist(), batch.column("word_lens").to_pylist()
+    for i, (a, b) in enumerate(zip(s, w, strict=True)):
+        if a is None or b is None or len(a) != len(b):
+            return _doc_id(batch, i)
+    return "?"
+
+
+def _mask_static(
+    rows: list[Instance], tok: Any, opts: MaskingOptions, rng: np.random.Generator
+) -> int:
+    """Mask ``rows`` in place (one padded batch); returns the number of masked tokens."""
+    if not rows:
+        return 0
+    width = max(len(r.input_ids) for r in rows)
+    ids = np.full((len(rows), width), tok.pad_id, dtype=np.int32)
+    wss = np.zeros((len(rows), width), dtype=bool)
+    for k, r in enumerate(rows):
+        ids[k, : len(r.input_ids)] = r.input_ids
+        wss[k, : len(r.word_starts)] = r.word_starts
+    out = mask_batch(
+        ids,
+        wss,
+        rng,
+        opts,
+        vocab_size=tok.vocab_size,
+        mask_id=tok.mask_id,
+        special_ids=tok.special_ids,
+    )
+    for k, r in enumerate(rows):
+        n = int(out.num_predictions[k])
+        r.input_ids = out.input_ids[k, : len(r.input_ids)].tolist()
+        r.extra = {"positions": out.positions[k, :n], "labels": out.labels[k, :n]}
+    return int(out.num_predictions.sum())
+
+
+def make_part(job: _Job) -> dict[str, Any]:
+    """Build output part ``job.index`` from one words part; returns its counters.
+
+    Each input batch is tokenized once and turned into ``copies`` sets of instances, copy d
+    drawing from generators seeded with ``(seed, index, d)``.
+    """
+    cfg = ShardsConfig.model_validate(job.config)
+    tok, is_cont = _tokenizer(job.vocab)
+    static = cfg.masking == "static"
+    opts = cfg.masking_options()
+    c = Counters()
+    rngs = [np.random.default_rng([cfg.seed, job.index, d, 0]) for d in range(cfg.copies)]
+    mask_rngs = [np.random.default_rng([cfg.seed, job.index, d, 1]) for d in range(cfg.copies)]
+    writer = _PartWriter(Path(job.out_dir), job.index, static, cfg.row_group_rows)
+    try:
+        for batch in ds.iter_batches(
+            Path(job.source), ["doc_id", "sentences", "word_lens"], INPUT_BATCH_DOCS
+        ):
+            docs = _docs_of_batch(batch, job.source, tok, is_cont)
+            c.docs += len(docs)
+            flat = pc.list_flatten(batch.column("sentences"))
+            c.text_bytes += int(pc.sum(pc.binary_length(flat)).as_py() or 0)
+            c.sentences += sum(len(doc) for doc in docs)
+            c.tokens += sum(len(s[0]) for doc in docs for s in doc)
+            for d in range(cfg.copies):
+                rows = [
+                    inst
+                    for doc in docs
+                    for inst in document_instances(
+                        doc,
+                        rngs[d],
+                        max_seq_len=cfg.max_seq_len,
+                        short_seq_prob=cfg.short_seq_prob,
+                        cls_id=tok.cls_id,
+                        sep_id=tok.sep_id,
+                        counters=c,
+                    )
+                ]
+                if static:
+                    c.masked_tokens += _mask_static(rows, tok, opts, mask_rngs[d])
+                writer.extend(rows)
+        writer.close(c.as_dict())
+    except BaseException:
+        writer.abort()
+        raise
+    return c.as_dict()
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def _check_input(cfg: ShardsConfig) -> tuple[dict[str, Any], list[Path]]:
+    manifest = ds.read_manifest(cfg.input, INPUT_STAGE)
+    parts = ds.part_paths(cfg.input, manifest)
+    if not parts:
+        raise DatasetError(f"{cfg.input}: the words dataset has no parts")
+    for p in parts:
+        try:
+            ds.check_schema(p, WORDS_COLUMNS)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise DatasetError(f"{p}: not a readable Parquet file ({exc})") from None
+    return manifest, parts
+
+
+def run(cfg: ShardsConfig) -> Summary:
+    """Turn a words dataset into an instances dataset; see the module docstring."""
+    t0 = time.perf_counter()
+    _, parts = _check_input(cfg)
+    tok = open_vocab(cfg.vocab)
+    if tok.vocab_size > np.iinfo(np.int32).max:
+        raise InputError(f"{cfg.vocab}: --vocab: {tok.vocab_size} tokens do not fit int32 ids")
+    out = ds.prepare_output(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite)
+    mine = ds.select_shard(parts, cfg.shard_index, cfg.num_shards)
+    todo = [(i, p) for i, p in mine if not (cfg.resume and ds.part_complete(out, i))]
+    config = cfg.model_dump(mode="json")
+    jobs = [_Job(i, str(p), str(out), str(cfg.vocab), config) for i, p in todo]
+    with progress("make-shards", total=len(jobs), unit="parts") as bar:
+        done_bytes = 0
+        for counts in ds.map_units(make_part, jobs, cfg.workers):
+            done_bytes += counts["text_bytes"]
+            bar.advance()
+    extra = {
+        "vocab": {
+            "kind": tok.kind,
+            "size": tok.vocab_size,
+            "hash": tok.hash,
+            "special_ids": tok.special_ids_by_role,
+        },
+        "max_seq_len": cfg.max_seq_len,
+        "masking": cfg.masking,
+        "masking_options": cfg.masking_options().model_dump(mode="json"),
+        "dupe_factor": cfg.copies,
+        "short_seq_prob": cfg.short_seq_prob,
+        "seed": cfg.seed,
+    }
+    manifest = ds.finish_output(out, STAGE, cfg, [str(cfg.input), str(cfg.vocab)], extra)
+    st = manifest["stats"]
+    seconds = time.perf_counter() - t0
+    n = max(1, st.get("instances", 0))
+    figures: dict[str, Any] = {
+        "output": str(out),
+        "parts": {"written": len(jobs), "skipped": len(mine) - len(jobs)},
+        "documents": st.get("docs", 0),
+        "sentences": st.get("sentences", 0),
+        "tokens": st.get("tokens", 0),
+        "instances": manifest["rows"],
+        "mean_length": round(st.get("instance_tokens", 0) / n, 1),
+        "sop_swapped": round(st.get("sop_swapped", 0) / n, 3),
+        "short_target": round(st.get("short_target", 0) / n, 3),
+        "masking": cfg.masking,
+        "copies": cfg.copies,
+        "vocab": f"{tok.kind} {tok.vocab_size} {tok.hash[:12]}",
+        "seconds": round(seconds, 2),
+        "text_mb_per_s": round(done_bytes / 1e6 / max(seconds, 1e-9), 2),
+    }
+    if cfg.masking == "static":
+        figures["masked_per_instance"] = round(st.get("masked_tokens", 0) / n, 2)
+    return Summary(STAGE, figures)
