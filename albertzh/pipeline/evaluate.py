@@ -146,20 +146,29 @@ def run_task(cfg: EvalConfig) -> EvalSummary:
 
 
 def run_shards(cfg: EvalConfig) -> Summary:
-    from albertzh.pipeline import pretrain
+    from albertzh.model import AlbertForPretraining
+    from albertzh.pipeline.pretrain import evaluate_pretraining
+    from albertzh.pipeline.training import resolve_device, resolve_precision
+    from albertzh.tokenizer import load_tokenizer
 
-    if not hasattr(pretrain, "evaluate_pretraining"):
-        raise ConfigError("--shards: this build's pretrain module has no evaluate_pretraining")
     t0 = time.perf_counter()
-    metrics = pretrain.evaluate_pretraining(
-        cfg.model,
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    model = AlbertForPretraining.from_pretrained(cfg.model).to(device).eval()
+    metrics = evaluate_pretraining(
+        model,
         cfg.shards,
         batch_size=cfg.batch_size,
+        device=device,
+        precision=precision,
         max_batches=cfg.max_batches,
-        device=cfg.device,
-        precision=cfg.precision,
+        tokenizer=load_tokenizer(cfg.model),
     )
-    figures = {"shards": str(cfg.shards), **metrics, "seconds": round(time.perf_counter() - t0, 2)}
+    figures = {
+        "shards": str(cfg.shards),
+        **{k: round(float(v), 6) if isinstance(v, float) else v for k, v in metrics.items()},
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     return Summary("eval", figures)
 
 

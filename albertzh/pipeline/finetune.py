@@ -281,13 +281,16 @@ def run(cfg: FinetuneConfig) -> Summary:
             "history": [],
         }
         if resume_from is not None:
+            # This also restores the rank's RNG: dropout goes on as if never interrupted.
             state.update(
                 ckpt.load(resume_from, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
             )
             err_console.print(
                 f"resuming from {resume_from} (step {state['step']})", highlight=False
             )
-        tr.set_seed(cfg.seed + 1000 * dist.rank + state["step"])  # dropout differs per rank
+            _restore_best(run_dir, state, dist.is_main)
+        else:
+            tr.set_seed(cfg.seed + 1000 * dist.rank)  # dropout masks differ per rank
         log = tr.MetricsLog(
             run_dir, is_main=dist.is_main, resume_step=state["step"] if resume_from else None
         )
@@ -338,10 +341,8 @@ def run(cfg: FinetuneConfig) -> Summary:
             flat = {k: float(v) for k, v in m.items() if k != "per_class"}
             log.log(state["step"], "dev", epoch=state["epoch"], **flat)
             state["history"].append({"step": state["step"], "epoch": state["epoch"], **flat})
-            if _better(metric, flat[metric], state["best"]):
-                state.update(
-                    best=flat[metric], best_step=state["step"], best_metrics=m, bad_evals=0
-                )
+            if _better(metric, flat, state["best"]):
+                state.update(best=flat, best_step=state["step"], best_metrics=m, bad_evals=0)
                 if dist.is_main:
                     tr.unwrap_model(model).save_pretrained(
                         run_dir / BEST_DIR,
@@ -502,3 +503,19 @@ def _check_resume(path: Path, task: T.Task) -> None:
         raise ConfigError(
             f"--resume: {path} was made for task {meta.get('task')} with labels {meta.get('labels')}"
         )
+
+
+def _restore_best(run_dir: Path, state: dict[str, Any], is_main: bool) -> None:
+    """A finished run keeps its best model in the run dir itself; put it back in ``best/``."""
+    from albertzh.pipeline.training import barrier
+
+    best = run_dir / BEST_DIR
+    if is_main and state.get("best") and not best.is_dir() and (run_dir / "config.json").is_file():
+        tmp = run_dir / f".{BEST_DIR}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for p in run_dir.iterdir():
+            if p.is_file() and p.name not in (METRICS_JSON, "metrics.jsonl"):
+                shutil.copy2(p, tmp / p.name)
+        tmp.rename(best)
+    barrier()

@@ -1,0 +1,252 @@
+"""finetune on a 2-layer toy model: learns, keeps the best dev model, HF-loadable, resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from albertzh.errors import ConfigError, InputError
+from albertzh.pipeline import finetune as ft
+from albertzh.pipeline import training as tr
+from albertzh.pipeline.finetune import FinetuneConfig
+
+POS = ["很好", "不错", "喜欢", "干净", "便宜", "满意"]
+NEG = ["很差", "差劲", "讨厌", "太脏", "太贵", "失望"]
+TOPIC = ["房间", "服务", "酒店", "价格", "早餐"]
+CHARS = sorted(set("".join(POS + NEG + TOPIC) + "的了吗问一二三四"))
+
+
+def make_model_dir(path: Path, seed: int = 0) -> Path:
+    """A 2-layer ALBERT 'pretraining' dir with a tiny char vocab (random weights)."""
+    from albertzh.model import AlbertConfig, AlbertForPretraining
+    from albertzh.tokenizer import load_tokenizer
+
+    path.mkdir(parents=True, exist_ok=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    (path / "vocab.txt").write_text("\n".join(specials + CHARS) + "\n", encoding="utf-8")
+    tok = load_tokenizer(path)
+    cfg = AlbertConfig(
+        vocab_size=tok.vocab_size,
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(seed)
+    AlbertForPretraining(cfg).save_pretrained(path, tokenizer=tok)
+    return path
+
+
+def make_senti_data(path: Path, n_train: int = 160, n_dev: int = 60, seed: int = 0) -> Path:
+    """chnsenticorp-format TSVs where the label is decided by a sentiment word."""
+    rng = random.Random(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        rows = ["label\ttext_a"]
+        for _ in range(n):
+            y = rng.randint(0, 1)
+            rows.append(f"{y}\t{rng.choice(TOPIC)}{rng.choice(POS if y else NEG)}的")
+        (path / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def cfg_for(model: Path, data: Path, out: Path, **kw: object) -> FinetuneConfig:
+    base = {
+        "task": "chnsenticorp",
+        "model": model,
+        "data_dir": data,
+        "output": out,
+        "device": "cpu",
+        "lr": 2e-3,
+        "batch_size": 16,
+        "epochs": 4,
+        "log_every": 5,
+    }
+    return FinetuneConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ft")
+    model = make_model_dir(root / "base")
+    data = make_senti_data(root / "data")
+    summary = ft.run(cfg_for(model, data, root / "out"))
+    return {"base": model, "data": data, "out": root / "out", "summary": summary}  # type: ignore[dict-item]
+
+
+def test_finetune_learns_and_keeps_best(trained: dict) -> None:
+    out = trained["out"]
+    fig = trained["summary"].figures
+    assert fig["stopped"] == "completed" and fig["steps"] == 4 * 10
+    assert fig["best_dev_accuracy"] >= 0.9
+    report = json.loads((out / "metrics.json").read_text())
+    accs = [h["accuracy"] for h in report["dev_history"]]
+    assert len(accs) == 4 and report["best"]["accuracy"] == max(accs)
+    assert report["best"]["step"] == fig["best_step"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["id2label"] == {"0": "0", "1": "1"} and cfg["label2id"] == {"0": 0, "1": 1}
+    assert cfg["architectures"] == ["AlbertForSequenceClassification"]
+    meta = json.loads((out / "albertzh.json").read_text())
+    assert meta["task"] == "chnsenticorp" and meta["max_seq_len"] == 128
+    assert meta["step"] == fig["best_step"]
+    assert not (out / ft.BEST_DIR).exists()
+    dev_lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert sum(1 for r in dev_lines if r["split"] == "dev") == 4
+    assert tr.Checkpointer(out).latest() is not None
+
+
+def test_run_dir_weights_are_the_best_step(trained: dict) -> None:
+    """The saved model re-scores dev exactly as the best evaluation did."""
+    from albertzh.pipeline.predict import load_classifier
+    from albertzh.pipeline.tasks import get_task, load_split, score_logits
+
+    clf = load_classifier(trained["out"], device="cpu")
+    _, dev = load_split(get_task("chnsenticorp"), trained["data"], "dev")
+    m = score_logits(clf.logits([(e.text_a, None) for e in dev], 32), dev, clf.labels, False)
+    best = json.loads((trained["out"] / "metrics.json").read_text())["best"]
+    assert m["accuracy"] == pytest.approx(best["accuracy"])
+    assert m["loss"] == pytest.approx(best["loss"], abs=1e-5)
+
+
+def test_transformers_gives_the_same_predictions(trained: dict) -> None:
+    transformers = pytest.importorskip("transformers")
+    from albertzh.pipeline.predict import load_classifier
+
+    texts = ["房间很好的", "价格太贵", "服务不错吗", "早餐差劲"]
+    clf = load_classifier(trained["out"], device="cpu")
+    ours = clf.logits([(t, None) for t in texts], 2)
+    hf = transformers.AlbertForSequenceClassification.from_pretrained(trained["out"]).eval()
+    tok = transformers.BertTokenizer.from_pretrained(trained["out"])
+    enc = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        theirs = hf(**enc).logits.numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    assert hf.config.id2label == {0: "0", 1: "1"}
+
+
+def test_pretrained_encoder_is_loaded_unless_random_init(tmp_path: Path, trained: dict) -> None:
+    base = load_file(trained["base"] / "model.safetensors")
+    key = "albert.embeddings.word_embeddings.weight"
+    for random_init, same in ((False, True), (True, False)):
+        out = tmp_path / f"r{int(random_init)}"
+        ft.run(
+            cfg_for(
+                trained["base"], trained["data"], out, steps=1, lr=1e-12, random_init=random_init
+            )
+        )
+        got = load_file(out / "model.safetensors")
+        assert torch.allclose(got[key], base[key], atol=1e-6) is same
+        assert "classifier.weight" in got
+
+
+def test_early_stopping_with_patience(tmp_path: Path, trained: dict) -> None:
+    # lr ~ 0: dev results never change, so no evaluation after the first is an improvement.
+    s = ft.run(
+        cfg_for(
+            trained["base"],
+            trained["data"],
+            tmp_path / "o",
+            lr=1e-30,
+            epochs=10,
+            patience=2,
+            max_train_examples=32,
+        )
+    )
+    assert s.figures["stopped"] == "early_stopping"
+    assert s.figures["steps"] == 3 * 2 and s.figures["best_step"] == 2
+
+
+def test_resume_after_interrupt_equals_uninterrupted(
+    tmp_path: Path, trained: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kw = {"epochs": 2, "dropout": 0.1, "batch_size": 32, "max_train_examples": 96}
+    ft.run(cfg_for(trained["base"], trained["data"], tmp_path / "full", **kw))
+
+    calls = {"n": 0}
+
+    def stop_at_4(self: tr.StopFlag) -> bool:
+        calls["n"] += 1
+        return calls["n"] == 4  # mid epoch 2 (3 steps per epoch)
+
+    monkeypatch.setattr(tr.StopFlag, "check", stop_at_4)
+    s = ft.run(cfg_for(trained["base"], trained["data"], tmp_path / "cut", **kw))
+    assert s.figures["interrupted_at_step"] == 4
+    assert not (tmp_path / "cut" / "model.safetensors").exists()
+    monkeypatch.undo()
+    s = ft.run(cfg_for(trained["base"], trained["data"], tmp_path / "cut", resume=True, **kw))
+    assert s.figures["steps"] == 6
+    a = load_file(tmp_path / "full" / "model.safetensors")
+    b = load_file(tmp_path / "cut" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    steps = [
+        json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    ]
+    full = [
+        json.loads(x)["step"]
+        for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == full
+
+
+def test_generic_pair_regression(tmp_path: Path, trained: dict) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = ["q,d,score"] + [
+        f"{a},{b},{i % 5}.5" for i, (a, b) in enumerate(zip(POS, NEG, strict=True))
+    ]
+    (data / "train.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (data / "dev.csv").write_text("\n".join(rows[:4]) + "\n", encoding="utf-8")
+    s = ft.run(
+        cfg_for(
+            trained["base"],
+            data,
+            tmp_path / "o",
+            task="generic",
+            text_a="q",
+            text_b="d",
+            label="score",
+            regression=True,
+            epochs=1,
+            batch_size=2,
+        )
+    )
+    assert "best_dev_pearson" in s.figures
+    cfg = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert (
+        cfg["problem_type"] == "regression" and cfg["num_labels"] == 1
+        if "num_labels" in cfg
+        else True
+    )
+    assert "id2label" not in cfg or len(cfg["id2label"]) == 1
+
+
+def test_epoch_batches_are_disjoint_across_ranks() -> None:
+    parts = [ft.epoch_batches(10, 3, epoch=1, seed=7, rank=r, world=3) for r in range(3)]
+    rows = [i for p in parts for b in p for i in b]
+    assert len(rows) == 9 and len(set(rows)) == 9
+    assert [len(p) for p in parts] == [1, 1, 1]
+    assert ft.epoch_batches(10, 3, 1, 7) == ft.epoch_batches(10, 3, 1, 7)
+    assert ft.epoch_batches(10, 3, 1, 7) != ft.epoch_batches(10, 3, 2, 7)
+
+
+def test_bad_inputs(tmp_path: Path, trained: dict) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "train.tsv").write_text("label\ttext_a\n1\t好\n0\t差\n")
+    (bad / "dev.tsv").write_text("label\ttext_a\n1\t好\n2\t差\n")
+    with pytest.raises(InputError, match=r"dev.tsv: line 3: unknown label '2'"):
+        ft.run(cfg_for(trained["base"], bad, tmp_path / "o"))
+    with pytest.raises(ConfigError, match="--metric"):
+        ft.run(cfg_for(trained["base"], trained["data"], tmp_path / "o2", metric="pearson"))
+    with pytest.raises(ValueError, match="--task"):
+        cfg_for(trained["base"], trained["data"], tmp_path / "o3", task="nope")
