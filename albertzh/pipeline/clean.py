@@ -47,7 +47,7 @@ from albertzh.console import Summary, progress
 from albertzh.errors import ConfigError
 from albertzh.pipeline import dataset as ds
 from albertzh.pipeline import textrules as tr
-from albertzh.pipeline.sources import Unit, discover, plan_units, read_unit
+from albertzh.pipeline.sources import STDIN, Unit, discover, plan_units, read_unit
 
 STAGE = "clean"
 DOCS_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.string()), ("source", pa.string())])
@@ -446,24 +446,31 @@ def _write_part_streaming(
     final = out / ds.part_name(index)
     tmp = out / f".{final.name}.tmp-{os.getpid()}"
     schema = DOCS_SCHEMA.with_metadata({ds.STATS_KEY: json.dumps(stats, sort_keys=True).encode()})
-    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-        for t in tables:
-            writer.write_table(
-                t.replace_schema_metadata(schema.metadata), ds.DEFAULT_ROW_GROUP_ROWS
-            )
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for t in tables:
+                writer.write_table(
+                    t.replace_schema_metadata(schema.metadata), ds.DEFAULT_ROW_GROUP_ROWS
+                )
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- the stage
 
 
-def _ordered_map(fn: Any, jobs: list[Any], workers: int) -> Iterator[Any]:
+def _ordered_map(
+    fn: Any, jobs: list[Any], workers: int, inline: Any = lambda job: False
+) -> Iterator[Any]:
     """``fn`` over ``jobs`` in ``workers`` processes, results in order, a few jobs ahead.
 
     Unlike :func:`dataset.map_units` this keeps at most ``2 * workers`` units in flight (so
-    staging files never pile up on disk) and cancels the rest at once when one unit fails.
+    staging files never pile up on disk), cancels the rest at once when one unit fails, and
+    runs the jobs for which ``inline(job)`` holds in this process when their turn comes
+    (stdin: pool workers get /dev/null as stdin).
     """
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
@@ -471,19 +478,23 @@ def _ordered_map(fn: Any, jobs: list[Any], workers: int) -> Iterator[Any]:
         return
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     ex = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx)
+    pending: deque[tuple[Future[Any] | None, Any]] = deque()
+
+    def submit(job: Any) -> None:
+        pending.append((None, job) if inline(job) else (ex.submit(fn, job), job))
+
     try:
-        pending: deque[Future[Any]] = deque()
         it = iter(jobs)
         for job in it:
-            pending.append(ex.submit(fn, job))
+            submit(job)
             if len(pending) >= 2 * workers:
                 break
         while pending:
-            result = pending.popleft().result()
+            future, job = pending.popleft()
             nxt = next(it, None)
             if nxt is not None:
-                pending.append(ex.submit(fn, nxt))
-            yield result
+                submit(nxt)
+            yield fn(job) if future is None else future.result()
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
 
@@ -520,7 +531,9 @@ def run(config: CleanConfig) -> Summary:
     mine = ds.select_shard(units, config.shard_index, config.num_shards)
     todo = [(i, u) for i, u in mine if not ds.part_complete(out, i)]
     jobs = [(config, i, u, str(staging_dir)) for i, u in todo]
-    results = _ordered_map(clean_unit, jobs, config.workers)
+    results = _ordered_map(
+        clean_unit, jobs, config.workers, inline=lambda job: job[2].source == STDIN
+    )
     done: list[dict[str, Any]] = []
     resumed = 0
     try:

@@ -155,3 +155,19 @@ def test_flags_reach_the_stage(tmp_path: Path, flag: str) -> None:
         "--urls=drop": (1, 2),
     }[flag]
     assert (s["rows_out"], s["sentences"]) == expected
+
+
+def test_stdin_with_files_and_workers(tmp_path: Path) -> None:
+    # Pool workers get /dev/null as stdin, so the stdin unit must be read in the main process.
+    a = tmp_path / "a.txt"
+    a.write_text(DOCS[0] + "\n", encoding="utf-8")
+    b = tmp_path / "b.txt"
+    b.write_text(DOCS[2] + "\n", encoding="utf-8")
+    data = (DOCS[1] + "\n" + DOCS[0] + "\n").encode()
+    out = tmp_path / "docs"
+    r = _clean(str(a), "-", str(b), "-o", str(out), "--workers", "2", "--json", input=data)
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert (s["rows_in"], s["rows_out"], s["dropped"]) == (4, 3, {"duplicate": 1})
+    sources = [pq.read_table(p).column("source").to_pylist() for p in ds.part_paths(out)]
+    assert sources == [[str(a)], ["-"], [str(b)]]

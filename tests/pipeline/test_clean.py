@@ -288,3 +288,20 @@ def test_encoding_errors_in_run(tmp_path: Path) -> None:
     assert s.figures["skipped_lines"] == 1 and s.figures["rows_out"] == 2
     s = run(_cfg(tmp_path, [src], encoding_errors="replace", overwrite=True))
     assert s.figures["replaced_lines"] == 1 and s.figures["rows_in"] == 3
+
+
+def test_resume_rebuilds_near_dup_index(tmp_path: Path) -> None:
+    pytest.importorskip("datasketch")
+    base = "今天天气很好，我们一起去公园散步。公园里有很多人在锻炼身体，有的跑步，有的打太极拳。"
+    a = _write(tmp_path / "a.txt", [base, GOOD[3]])
+    b = _write(tmp_path / "b.txt", [base.replace("打太极拳", "打太极"), GOOD[4]])
+    out = tmp_path / "docs"
+    cfg = _cfg(tmp_path, [a, b], near_dup=True)
+    run(cfg)
+    full = ds.read_manifest(out)
+    assert full["stats"]["dropped"] == {"near_duplicate": 1}
+    (out / "part-00001.parquet").unlink()
+    (out / "manifest.json").unlink()
+    run(cfg.model_copy(update={"resume": True}))
+    assert _part_hashes(out) == [f["sha256"] for f in full["files"]]
+    assert ds.read_manifest(out)["stats"] == full["stats"]
