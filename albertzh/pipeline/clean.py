@@ -25,6 +25,7 @@ With ``--num-shards`` each machine de-duplicates within its own units only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -44,7 +45,7 @@ from pydantic import Field, model_validator
 
 from albertzh.config import CorpusStageConfig
 from albertzh.console import Summary, progress
-from albertzh.errors import ConfigError
+from albertzh.errors import ConfigError, DatasetError
 from albertzh.pipeline import dataset as ds
 from albertzh.pipeline import textrules as tr
 from albertzh.pipeline.sources import STDIN, Unit, discover, plan_units, read_unit
@@ -242,6 +243,16 @@ class Cleaner:
         return text
 
 
+# Fields that change how a run goes, not what it writes; the rest must match to --resume.
+_RUN_ONLY = {"output", "workers", "resume", "overwrite", "shard_index", "num_shards"}
+
+
+def options_digest(cfg: CleanConfig) -> str:
+    """A short hash of the options that decide a part's content (kept in each part's stats)."""
+    opts = json.dumps(cfg.model_dump(mode="json", exclude=_RUN_ONLY), sort_keys=True)
+    return hashlib.sha256(opts.encode()).hexdigest()[:16]
+
+
 def text_hash(text: str) -> int:
     """The exact-duplicate key: xxhash64 of the cleaned text's UTF-8 bytes."""
     return xxhash.xxh64_intdigest(text.encode("utf-8"))
@@ -325,6 +336,7 @@ def clean_unit(job: tuple[CleanConfig, int, Unit, str]) -> tuple[int, str, dict[
         flush(writer)
 
     stats: dict[str, Any] = {
+        "options": options_digest(cfg),
         "rows_in": rows_in,
         "bytes_in": counters.get("bytes_in", 0),
         "dropped": dict(cleaner.dropped),
@@ -499,6 +511,15 @@ def _ordered_map(
         ex.shutdown(wait=True, cancel_futures=True)
 
 
+def _check_resumable(part: Path, digest: str) -> None:
+    found = ds.read_part_stats(part).get("options")
+    if found != digest:
+        raise DatasetError(
+            f"{part}: written with other clean options or inputs ({found} != {digest}); "
+            "--resume needs the same ones (or use --overwrite)"
+        )
+
+
 def _check_optional_packages(cfg: CleanConfig) -> None:
     if cfg.t2s:
         try:
@@ -528,6 +549,7 @@ def run(config: CleanConfig) -> Summary:
     shutil.rmtree(staging_dir, ignore_errors=True)
     staging_dir.mkdir()
 
+    digest = options_digest(config)
     mine = ds.select_shard(units, config.shard_index, config.num_shards)
     todo = [(i, u) for i, u in mine if not ds.part_complete(out, i)]
     jobs = [(config, i, u, str(staging_dir)) for i, u in todo]
@@ -540,6 +562,7 @@ def run(config: CleanConfig) -> Summary:
         with progress("clean", total=len(mine), unit="units") as bar:
             for i, unit in mine:
                 if ds.part_complete(out, i):
+                    _check_resumable(out / ds.part_name(i), digest)
                     dedup.absorb_part(out / ds.part_name(i))
                     resumed += 1
                 else:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from albertzh.errors import ConfigError, InputError
+from albertzh.errors import ConfigError, DatasetError, InputError
 from albertzh.pipeline import dataset as ds
 from albertzh.pipeline.clean import CleanConfig, Cleaner, run
 
@@ -233,6 +233,19 @@ def test_resume_skips_complete_parts_and_dedups_correctly(tmp_path: Path) -> Non
     assert _part_hashes(out) == [f["sha256"] for f in full["files"]]
     assert again["stats"] == full["stats"]
     assert summary.figures["rows_out"] == 97
+
+
+def test_resume_refuses_parts_made_with_other_options(tmp_path: Path) -> None:
+    src = _corpus(tmp_path)
+    out = tmp_path / "docs"
+    cfg = CleanConfig(inputs=[str(src)], output=out, chunk_mb=0.002)
+    run(cfg)
+    (out / "manifest.json").unlink()
+    # Worker count is not an option that changes the output: resuming with 2 is fine.
+    run(cfg.model_copy(update={"resume": True, "workers": 2}))
+    (out / "manifest.json").unlink()
+    with pytest.raises(DatasetError, match=r"part-00000\.parquet: written with other clean"):
+        run(cfg.model_copy(update={"resume": True, "min_chars": 3}))
 
 
 def test_shards_process_disjoint_units(tmp_path: Path) -> None:
