@@ -183,6 +183,11 @@ def load_classifier(
     cfg, meta = read_model_info(model_dir)
     id2label = cfg.get("id2label")
     regression = cfg.get("problem_type") == "regression"
+    archs = cfg.get("architectures") or []
+    if archs and not any(str(a).endswith("ForSequenceClassification") for a in archs):
+        raise ModelDirError(
+            f"{model_dir / 'config.json'}: a {archs[0]} model, not a finetuned classifier (run finetune first)"
+        )
     if not regression and not id2label:
         raise ModelDirError(
             f"{model_dir / 'config.json'}: no id2label (not a finetuned classifier; run finetune first)"
