@@ -108,6 +108,29 @@ def test_alignment_specials_in_text_become_unk(tok) -> None:
     assert len(ids) == len(ws) and ws[0]
 
 
+def check_units(tok, sents: list[str], words: list[list[str]]) -> int:
+    """Units (a word-start token and the tokens up to the next one) are unions of whole words:
+    a unit starts exactly where a word starts; every non-continuation token at a new word start
+    does start a unit. Returns the number of tokens checked."""
+    got = align_words(tok, sents, [[len(w) for w in ws] for ws in words])
+    cont = continuation_table(tok)
+    checked = 0
+    for s, wds, (ids, ws) in zip(sents, words, got, strict=True):
+        starts = set(np.cumsum([0] + [len(w) for w in wds])[:-1].tolist())
+        offs = [o for o, _ in tok.encode(s).offsets]
+        assert len(offs) == len(ids) and (not ws or ws[0])
+        for j in range(1, len(ids)):
+            if ws[j]:
+                assert offs[j] in starts, (s, j)
+            elif offs[j] in starts and offs[j] != offs[j - 1]:
+                assert cont[ids[j]], (s, j)
+            checked += 1
+        # No Chinese character is ever turned into its "##" variant (albert_zh's label bug).
+        toks = tok.convert_ids_to_tokens(ids)
+        assert not any(t.startswith("##") and "\u4e00" <= t[2:3] <= "\u9fff" for t in toks)
+    return checked
+
+
 def test_alignment_on_real_text_units_are_unions_of_words(
     clue_corpus, bert_vocab, tmp_path
 ) -> None:
@@ -116,34 +139,55 @@ def test_alignment_on_real_text_units_are_unions_of_words(
     vocab = tmp_path / "v"
     vocab.mkdir()
     (vocab / "vocab.txt").write_bytes(bert_vocab.read_bytes())
-    btok = load_tokenizer(vocab)
     lines = [x.strip() for x in islice(clue_corpus.open(encoding="utf-8"), 60)]
     sents = [x[:300] for x in lines if x.strip()]
-    words = [list(rjieba.cut(s)) for s in sents]
-    got = align_words(btok, sents, [[len(w) for w in ws] for ws in words])
-    cont = continuation_table(btok)
-    checked = 0
-    for s, wds, (ids, ws) in zip(sents, words, got, strict=True):
-        starts = set(np.cumsum([0] + [len(w) for w in wds])[:-1].tolist())
-        offs = [o for o, _ in btok.encode(s).offsets]
-        assert len(offs) == len(ids)
-        for j, (o, flag) in enumerate(zip(offs, ws, strict=True)):
-            if j == 0:
-                assert flag
-                continue
-            # A unit starts exactly where a jieba word starts, so units are unions of words;
-            # and every non-continuation token at a new word start does start a unit.
-            if flag:
-                assert o in starts
-            elif o in starts and o != offs[j - 1]:
-                assert cont[ids[j]]
-            checked += 1
-        # No Chinese character is ever turned into its "##" variant (albert_zh's label bug).
-        assert not any(
-            t.startswith("##") and "\u4e00" <= t[2:3] <= "\u9fff"
-            for t in btok.convert_ids_to_tokens(ids)
-        )
-    assert checked > 1000
+    assert check_units(load_tokenizer(vocab), sents, [list(rjieba.cut(s)) for s in sents]) > 1000
+
+
+def make_spm_vocab(tmp: Path) -> Path:
+    import io
+
+    import sentencepiece as spm
+
+    rng = np.random.default_rng(0)
+    sents = ["".join(s) for doc in random_docs(rng, 60) for s in doc]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sents),
+        model_writer=model,
+        vocab_size=60,
+        user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"],
+        pad_id=0,
+        pad_piece="[PAD]",
+        unk_id=1,
+        unk_piece="[UNK]",
+        bos_id=-1,
+        eos_id=-1,
+        character_coverage=1.0,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    d = tmp / "spm"
+    d.mkdir()
+    (d / "spiece.model").write_bytes(model.getvalue())
+    return d
+
+
+def test_alignment_and_run_with_sentencepiece(tmp_path) -> None:
+    tok = load_tokenizer(make_spm_vocab(tmp_path))
+    assert tok.kind == "sentencepiece"
+    docs = random_docs(np.random.default_rng(11), 30)
+    sents = ["".join(s) for doc in docs for s in doc]
+    words = [s for doc in docs for s in doc]
+    assert check_units(tok, sents, words) > 500
+    # Some units span several tokens (a "▁" piece, or a piece inside a longer jieba word).
+    got = align_words(tok, sents, [[len(w) for w in s] for s in words])
+    assert any(not all(ws) for _, ws in got)
+    words_dir = make_words(tmp_path, [docs])
+    s = run(ShardsConfig(input=words_dir, vocab=tmp_path / "spm", output=tmp_path / "out"))
+    m = ds.read_manifest(tmp_path / "out", "make-shards")
+    assert m["vocab"]["kind"] == "sentencepiece" and m["vocab"]["hash"] == tok.hash
+    assert s.figures["instances"] == m["rows"] > 0
 
 
 # --------------------------------------------------------------------------- instances
