@@ -381,4 +381,13 @@ def make_loader(
         bucket=bucket,
         skip_batches=skip_batches,
     )
-    return DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
+    # A private generator: creating the iterator must not draw from the global torch RNG,
+    # or a resumed run's dropout masks would drift from an uninterrupted run's.
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 101 + rank)
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        generator=generator,
+    )

@@ -258,14 +258,21 @@ def evaluate_pretraining(
     """
     device = torch.device(device) if isinstance(device, str) else device
     data = InstanceData(Path(data_dir))
-    tok = tokenizer if tokenizer is not None else _tokenizer_for(data, None, None)
-    _check_vocab(data, tok, Path(data_dir))
+    if tokenizer is not None:
+        _check_vocab(data, tokenizer, Path(data_dir))
+        roles = _roles_of(tokenizer)
+    elif isinstance(data.vocab.get("special_ids"), dict):
+        roles = {k: int(v) for k, v in data.vocab["special_ids"].items()}
+    else:
+        tok = _tokenizer_for(data, None, None)
+        _check_vocab(data, tok, Path(data_dir))
+        roles = _roles_of(tok)
     model_vocab = tr.unwrap_model(model).config.vocab_size
     if model_vocab != int(data.vocab["size"]):
         raise VocabMismatchError(
             f"{data_dir}: shards use a vocab of {data.vocab['size']} tokens, the model has {model_vocab}"
         )
-    spec = _mask_spec(data, tok, None, None, "auto")
+    spec = _mask_spec(data, roles, None, None, "auto")
     return evaluate_units(
         model,
         data.units,
@@ -303,13 +310,7 @@ def _data_digest(batch: Mapping[str, torch.Tensor], prev: int) -> int:
 def _recorded_vocab_dirs(data: InstanceData) -> list[Path]:
     """Where make-shards says its vocab came from (manifest vocab/config/inputs)."""
     m = data.manifest
-    cands: list[Any] = [
-        data.vocab.get("dir"),
-        data.vocab.get("path"),
-        (m.get("config") or {}).get("vocab"),
-        (m.get("config") or {}).get("vocab_dir"),
-        *(m.get("inputs") or []),
-    ]
+    cands: list[Any] = [(m.get("config") or {}).get("vocab"), *(m.get("inputs") or [])]
     out = []
     for c in cands:
         if isinstance(c, str) and c:
@@ -320,6 +321,8 @@ def _recorded_vocab_dirs(data: InstanceData) -> list[Path]:
                     if (base / p).is_dir():
                         p = base / p
                         break
+            if p.is_file() and p.name in ("vocab.txt", "spiece.model"):
+                p = p.parent
             if p.is_dir() and ((p / "vocab.txt").is_file() or (p / "spiece.model").is_file()):
                 out.append(p)
     return out
@@ -355,9 +358,20 @@ def _check_vocab(data: InstanceData, tok: Any, where: Path) -> None:
         )
 
 
+def _roles_of(tok: Any) -> dict[str, int]:
+    return {
+        "pad": int(tok.pad_id),
+        "unk": int(tok.unk_id),
+        "cls": int(tok.cls_id),
+        "sep": int(tok.sep_id),
+        "mask": int(tok.mask_id),
+        **{f"special_{i}": int(i) for i in tok.special_ids},
+    }
+
+
 def _mask_spec(
     data: InstanceData,
-    tok: Any,
+    roles: Mapping[str, int],
     masked_lm_prob: float | None,
     max_predictions: int | None,
     masking: str,
@@ -378,10 +392,10 @@ def _mask_spec(
     if changes:
         opts = opts.model_copy(update=changes)
     return MaskSpec(
-        vocab_size=int(tok.vocab_size),
-        mask_id=int(tok.mask_id),
-        pad_id=int(tok.pad_id),
-        special_ids=tuple(sorted(int(i) for i in tok.special_ids)),
+        vocab_size=int(data.vocab["size"]),
+        mask_id=int(roles["mask"]),
+        pad_id=int(roles["pad"]),
+        special_ids=tuple(sorted({int(i) for i in roles.values()})),
         opts=opts,
         static=static,
     )
@@ -445,14 +459,16 @@ def _setup(cfg: PretrainConfig) -> _Setup:
         raise ConfigError(
             f"{cfg.data}: max_seq_len {data.max_seq_len} exceeds the model's max_position_embeddings {mc.max_position_embeddings}"
         )
-    spec = _mask_spec(data, tok, cfg.masked_lm_prob, cfg.max_predictions, cfg.masking)
+    spec = _mask_spec(data, _roles_of(tok), cfg.masked_lm_prob, cfg.max_predictions, cfg.masking)
     train_units, eval_units = split_units(data.units, cfg.eval_fraction)
     eval_spec = spec if eval_units else None
     if cfg.eval_data is not None:
         edata = InstanceData(cfg.eval_data)
         _check_vocab(edata, tok, cfg.eval_data)
         eval_units = edata.units
-        eval_spec = _mask_spec(edata, tok, cfg.masked_lm_prob, cfg.max_predictions, "auto")
+        eval_spec = _mask_spec(
+            edata, _roles_of(tok), cfg.masked_lm_prob, cfg.max_predictions, "auto"
+        )
     return _Setup(data, train_units, eval_units, eval_spec, spec, tok, mc)
 
 

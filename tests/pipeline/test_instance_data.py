@@ -23,6 +23,7 @@ PAD, UNK, CLS, SEP, MASK = range(5)
 
 class _ShardsCfg(StageConfig):
     seed: int = 0
+    vocab: str | None = None
 
 
 def make_vocab(path: Path, n_chars: int = 40) -> Path:
@@ -36,7 +37,12 @@ def make_vocab(path: Path, n_chars: int = 40) -> Path:
 def vocab_info(vocab_dir: Path) -> dict:
     data = (vocab_dir / "vocab.txt").read_bytes()
     size = len(data.decode("utf-8").splitlines())
-    return {"kind": "char", "size": size, "hash": hashlib.sha256(data).hexdigest()}
+    return {
+        "kind": "char",
+        "size": size,
+        "hash": hashlib.sha256(data).hexdigest(),
+        "special_ids": dict(zip(("pad", "unk", "cls", "sep", "mask"), range(5), strict=True)),
+    }
 
 
 def write_instances(
@@ -44,6 +50,7 @@ def write_instances(
     n_rows: int,
     *,
     vocab: dict,
+    vocab_dir: Path | None = None,
     seed: int = 0,
     parts: int = 2,
     row_group_rows: int = 16,
@@ -53,7 +60,8 @@ def write_instances(
     extra: dict | None = None,
 ) -> Path:
     """A tiny instances dataset as make-shards writes it; tokens follow a learnable pattern
-    (each next token is the previous + 1 or + 2) so a tiny model can learn something."""
+    (each next token is the previous + 1 or + 2) so a tiny model can learn something.
+    ``vocab_dir`` is recorded as make-shards records it (``config.vocab``)."""
     rng = np.random.default_rng(seed)
     V = vocab["size"]
     first = len(SPECIALS)
@@ -100,7 +108,7 @@ def write_instances(
     ds.finish_output(
         out,
         "make-shards",
-        _ShardsCfg(seed=seed),
+        _ShardsCfg(seed=seed, vocab=str(vocab_dir) if vocab_dir else None),
         ["words"],
         {
             "vocab": vocab,

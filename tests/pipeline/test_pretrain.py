@@ -1,0 +1,304 @@
+"""pretrain end to end on a tiny model: resume after SIGKILL, Ctrl-C, 2-process DDP, HF parity."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from albertzh.errors import VocabMismatchError
+from albertzh.model import AlbertForPretraining
+from albertzh.pipeline import pretrain as pt
+from albertzh.pipeline import training as tr
+
+try:  # tests/pipeline is a plain directory (rootdir on sys.path) or a package
+    from test_instance_data import make_vocab, vocab_info, write_instances
+except ImportError:  # pragma: no cover
+    from tests.pipeline.test_instance_data import make_vocab, vocab_info, write_instances
+
+TINY = {
+    "vocab_size": 45,
+    "embedding_size": 16,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+}
+STEPS = 24
+
+# Runs pretrain in a child process with every optimizer step slowed down, so the test can
+# interrupt it mid-run (SIGKILL or SIGINT) at a known point.
+SLOW_RUNNER = """
+import json, sys, time
+from albertzh.pipeline import pretrain, training
+orig = training.train_step
+def slow(*a, **k):
+    time.sleep(float(sys.argv[2]))
+    return orig(*a, **k)
+training.train_step = slow
+cfg = pretrain.PretrainConfig.model_validate_json(open(sys.argv[1]).read())
+print(json.dumps(pretrain.run(cfg).to_dict(), default=str), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pretrain")
+    vocab = make_vocab(root / "vocab")
+    write_instances(root / "shards", 200, vocab=vocab_info(vocab), vocab_dir=vocab, max_len=40)
+    (root / "tiny.json").write_text(json.dumps(TINY))
+    return {"root": root, "vocab": vocab, "shards": root / "shards", "model": root / "tiny.json"}
+
+
+def _cfg(inputs: dict[str, Path], out: Path, **kw) -> pt.PretrainConfig:
+    base = {
+        "data": inputs["shards"],
+        "output": out,
+        "vocab": inputs["vocab"],
+        "model_config_file": inputs["model"],
+        "steps": STEPS,
+        "batch_size": 8,
+        "lr": 1e-2,
+        "warmup_steps": 2,
+        "save_every": 3,
+        "keep_last": 2,
+        "log_every": 1,
+        "shuffle_buffer": 50,
+        "device": "cpu",
+        "seed": 7,
+    }
+    return pt.PretrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def baseline(inputs: dict[str, Path]) -> dict:
+    """An uninterrupted run (the reference for resume, and a trained model dir)."""
+    out = inputs["root"] / "baseline"
+    summary = pt.run(_cfg(inputs, out, eval_fraction=0.1, eval_every=12))
+    return {"dir": out, "summary": summary.to_dict()}
+
+
+def _train_losses(run_dir: Path) -> dict[int, float]:
+    recs = tr.read_metrics(run_dir, "train")
+    steps = [r["step"] for r in recs]
+    assert steps == sorted(set(steps)), "each step logged once"
+    return {r["step"]: r["loss"] for r in recs}
+
+
+def _start_slow(cfg: pt.PretrainConfig, tmp: Path, delay: float) -> subprocess.Popen:
+    (tmp / "cfg.json").write_text(cfg.model_dump_json())
+    (tmp / "runner.py").write_text(SLOW_RUNNER)
+    return subprocess.Popen(
+        [sys.executable, str(tmp / "runner.py"), str(tmp / "cfg.json"), str(delay)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 90) -> None:
+    end = time.time() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"child exited early: {proc.stderr.read()[-2000:]}")
+        if time.time() > end:
+            proc.kill()
+            raise AssertionError(f"timed out waiting for {path}")
+        time.sleep(0.02)
+
+
+def test_baseline_run_makes_a_model_dir(baseline: dict) -> None:
+    s, run = baseline["summary"], baseline["dir"]
+    assert s["steps"] == STEPS and not s["interrupted"] and s["ranks_in_sync"]
+    for name in ("config.json", "model.safetensors", "vocab.txt", "albertzh.json"):
+        assert (run / name).is_file(), name
+    meta = json.loads((run / "albertzh.json").read_text())
+    assert meta["stage"] == "pretrain" and meta["step"] == STEPS
+    # keep_last 2 of the saves at 3, 6, ..., 21 plus the final one at 24.
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step-00000021",
+        "step-00000024",
+    ]
+    evals = tr.read_metrics(run, "eval")
+    assert [e["step"] for e in evals] == [12, 24] and evals[0]["instances"] == 20
+    assert s["eval_first"]["step"] == 12 and s["eval_last"]["step"] == 24
+    losses = _train_losses(run)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    # It learns: the late training loss is below the early one.
+    early = sum(losses[i] for i in range(1, 5)) / 4
+    late = sum(losses[i] for i in range(STEPS - 3, STEPS + 1)) / 4
+    assert late < early
+    assert pt.weights_digest(AlbertForPretraining.from_pretrained(run)) == s["weights_sha256"]
+
+
+def test_sigkill_then_resume_matches_uninterrupted(
+    inputs: dict[str, Path], baseline: dict, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    cfg = _cfg(inputs, out, eval_fraction=0.1, eval_every=12)
+    proc = _start_slow(cfg, tmp_path, delay=0.15)
+    _wait_for(out / "checkpoints" / "step-00000009", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    saved = tr.Checkpointer(out).latest()
+    assert saved is not None
+    saved_step = int(saved.name.split("-")[1])
+    assert 9 <= saved_step < STEPS
+    assert not (out / "config.json").exists()  # never finished
+
+    summary = pt.run(cfg.model_copy(update={"resume": True})).to_dict()
+    assert summary["resumed_from_step"] == saved_step and summary["steps"] == STEPS
+    resumed, reference = _train_losses(out), _train_losses(baseline["dir"])
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    for step in range(saved_step + 1, STEPS + 1):
+        assert resumed[step] == reference[step], step  # bit-identical continuation
+    for step in range(1, saved_step + 1):
+        assert resumed[step] == pytest.approx(reference[step], rel=1e-6)
+    assert summary["weights_sha256"] == baseline["summary"]["weights_sha256"]
+    assert summary["eval_last"] == baseline["summary"]["eval_last"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(
+    inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    proc = _start_slow(_cfg(inputs, out, save_every=4), tmp_path, delay=0.15)
+    _wait_for(out / "checkpoints" / "step-00000004", proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr[-2000:]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["interrupted"] is True and 4 <= summary["steps"] < STEPS
+    latest = tr.Checkpointer(out).latest()
+    assert latest is not None and latest.name == f"step-{summary['steps']:08d}"
+    assert not (out / "config.json").exists()  # the run dir is finalized only at the end
+    assert "--resume" in stderr
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp(inputs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "albertzh",
+        "pretrain",
+        "--data",
+        str(inputs["shards"]),
+        "-o",
+        str(out),
+        "--vocab",
+        str(inputs["vocab"]),
+        "--model-config",
+        str(inputs["model"]),
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--save-every",
+        "2",
+        "--eval-fraction",
+        "0.1",
+        "--device",
+        "cpu",
+        "--json",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [x for x in r.stdout.splitlines() if x.startswith("{")]
+    assert len(lines) == 1  # only rank 0 prints
+    s = json.loads(lines[0])
+    assert s["world_size"] == 2 and s["steps"] == 4 and s["ranks_in_sync"] is True
+    # The saved weights are exactly what every rank holds.
+    assert pt.weights_digest(AlbertForPretraining.from_pretrained(out)) == s["weights_sha256"]
+    state = json.loads(
+        (out / "checkpoints" / "step-00000004" / "state" / "train_state.json").read_text()
+    )
+    r0, r1 = state["ranks"]
+    assert r0["data_digest"] != r1["data_digest"]  # the ranks trained on different rows
+    assert r0["batch"] == r1["batch"] == 4
+    assert s["eval_last"]["instances"] == 20  # eval is split over ranks and summed
+
+
+def test_run_dir_loads_in_transformers_with_same_predictions(baseline: dict) -> None:
+    transformers = pytest.importorskip("transformers")
+    run = baseline["dir"]
+    hf = transformers.AlbertForPreTraining.from_pretrained(run).eval()
+    ours = AlbertForPretraining.from_pretrained(run).eval()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 45, (3, 12), generator=g)
+    ids[:, 0], ids[:, -1] = 2, 3
+    mask = torch.ones_like(ids)
+    mask[2, 8:] = 0
+    types = torch.zeros_like(ids)
+    types[:, 6:] = 1
+    with torch.no_grad():
+        a = hf(input_ids=ids, attention_mask=mask, token_type_ids=types)
+        b = ours(input_ids=ids, attention_mask=mask, token_type_ids=types)
+    torch.testing.assert_close(b.mlm_logits, a.prediction_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(b.sop_logits, a.sop_logits, atol=1e-4, rtol=1e-4)
+    assert torch.equal(b.mlm_logits.argmax(-1), a.prediction_logits.argmax(-1))
+    tok = transformers.BertTokenizer.from_pretrained(run)
+    assert len(tok) == 45 and tok.mask_token_id == 4
+
+
+def test_evaluate_pretraining(inputs: dict[str, Path], baseline: dict) -> None:
+    model = AlbertForPretraining.from_pretrained(baseline["dir"])
+    full = pt.evaluate_pretraining(model, inputs["shards"], batch_size=16, seed=1)
+    assert full["instances"] == 200
+    assert 0 <= full["mlm_accuracy"] <= 1 and 0 <= full["sop_accuracy"] <= 1
+    assert full["mlm_loss"] > 0 and full["sop_loss"] > 0
+    assert pt.evaluate_pretraining(model, inputs["shards"], batch_size=16, seed=1) == full
+    part = pt.evaluate_pretraining(model, inputs["shards"], batch_size=16, max_batches=2, seed=1)
+    assert part["instances"] == 32
+    assert model.training  # restored to its mode (from_pretrained gives a train-mode module)
+    from albertzh.model import AlbertConfig
+
+    other = AlbertForPretraining(AlbertConfig(**{**TINY, "vocab_size": 50}))
+    with pytest.raises(VocabMismatchError, match="50"):
+        pt.evaluate_pretraining(other, inputs["shards"], batch_size=16)
+
+
+def test_pretraining_loss_ignores_padding_slots() -> None:
+    from albertzh.model import AlbertConfig
+
+    torch.manual_seed(0)
+    model = AlbertForPretraining(AlbertConfig(**TINY)).eval()
+    batch = {
+        "input_ids": torch.tensor([[2, 4, 9, 3, 10, 3], [2, 4, 8, 3, 0, 0]]),
+        "attention_mask": torch.tensor([[1] * 6, [1, 1, 1, 1, 0, 0]]),
+        "token_type_ids": torch.tensor([[0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 0]]),
+        "masked_positions": torch.tensor([[1, 4], [1, 0]]),
+        "masked_labels": torch.tensor([[7, 12], [20, -100]]),
+        "sop_labels": torch.tensor([0, 1]),
+    }
+    loss, m = pt.pretraining_loss(model, batch)
+    with torch.no_grad():
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+            masked_positions=batch["masked_positions"],
+        )
+    lp = torch.log_softmax(out.mlm_logits, -1)
+    expected_mlm = -(lp[0, 0, 7] + lp[0, 1, 12] + lp[1, 0, 20]) / 3
+    expected_sop = torch.nn.functional.cross_entropy(out.sop_logits, batch["sop_labels"])
+    torch.testing.assert_close(m["mlm_loss"], expected_mlm)
+    torch.testing.assert_close(loss.detach(), expected_mlm + expected_sop)
+    assert 0 <= float(m["mlm_accuracy"]) <= 1
