@@ -224,7 +224,8 @@ class Cleaner:
                 sents = [s for s in (line.strip() for line in text.split("\n")) if s]
             if cfg.min_sentence_chars > 1:
                 kept = [s for s in sents if len(s) >= cfg.min_sentence_chars]
-                self.rules["short_sentences"] += len(sents) - len(kept)
+                if len(kept) < len(sents):
+                    self.rules["short_sentences"] += len(sents) - len(kept)
                 sents = kept
             text = "\n".join(sents)
             reason = (
