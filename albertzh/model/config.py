@@ -99,6 +99,17 @@ class AlbertConfig(BaseModel):
         except ValidationError as exc:
             raise _field_error(exc, "AlbertConfig") from exc
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_label2id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("id2label") and not data.get("label2id"):
+            try:
+                inverse = {str(v): int(k) for k, v in data["id2label"].items()}
+            except (AttributeError, TypeError, ValueError):
+                return data  # field validation reports it
+            data = {**data, "label2id": inverse}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> AlbertConfig:
         if self.hidden_size % self.num_attention_heads:

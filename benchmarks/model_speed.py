@@ -1,0 +1,205 @@
+"""Tokens/s of a full ALBERT pretraining step: albertzh vs HF ``AlbertForPreTraining``.
+
+One step = forward (MLM + SOP), loss, backward, AdamW step, on the same weights and batches.
+albertzh computes MLM logits only at the masked positions (as its pretrain stage does); HF runs
+as its users run it (``attn_implementation="sdpa"``, full-sequence logits, labels -100 elsewhere).
+The two are timed in alternating rounds in the same process, because the CPU is shared and
+timings drift; the ratio of the medians is printed.
+
+    python benchmarks/model_speed.py                       # tiny and base, CPU fp32, 16 x 128
+    python benchmarks/model_speed.py --sizes tiny --rounds 5
+    python benchmarks/model_speed.py --device cuda --dtype bf16 --seq 512 --sizes base
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from albertzh.model import AlbertConfig, AlbertForPretraining
+
+# Dense bf16 peak TFLOP/s for the MFU figure (override with --peak-tflops).
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
+
+
+def make_batches(cfg: AlbertConfig, n: int, batch: int, seq: int, masked: int, seed: int = 0):
+    """Pretraining-like batches: ~10% shorter sequences (padding), `masked` positions each."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(5, cfg.vocab_size, (batch, seq), generator=g)
+        lengths = torch.full((batch,), seq)
+        short = torch.rand(batch, generator=g) < 0.1
+        lengths[short] = torch.randint(masked + 2, seq, (int(short.sum()),), generator=g)
+        attention_mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+        ids = ids * attention_mask  # pad id 0
+        token_type_ids = (torch.arange(seq)[None, :] >= (lengths // 2)[:, None]).long()
+        token_type_ids = token_type_ids * attention_mask
+        positions = torch.stack(
+            [torch.randperm(int(n_) - 2, generator=g)[:masked].sort().values + 1 for n_ in lengths]
+        )
+        masked_ids = torch.gather(ids, 1, positions)
+        labels = torch.full_like(ids, -100).scatter_(1, positions, masked_ids)
+        sop = torch.randint(0, 2, (batch,), generator=g)
+        out.append(
+            dict(
+                input_ids=ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+                positions=positions,
+                masked_ids=masked_ids,
+                labels=labels,
+                sop=sop,
+            )
+        )
+    return out
+
+
+def ours_step(model, opt, b, autocast):
+    with autocast():
+        out = model(
+            input_ids=b["input_ids"],
+            attention_mask=b["attention_mask"],
+            token_type_ids=b["token_type_ids"],
+            masked_positions=b["positions"],
+        )
+        loss = F.cross_entropy(out.mlm_logits.flatten(0, 1).float(), b["masked_ids"].flatten())
+        loss = loss + F.cross_entropy(out.sop_logits.float(), b["sop"])
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss
+
+
+def hf_step(model, opt, b, autocast):
+    with autocast():
+        out = model(
+            input_ids=b["input_ids"],
+            attention_mask=b["attention_mask"],
+            token_type_ids=b["token_type_ids"],
+            labels=b["labels"],
+            sentence_order_label=b["sop"],
+        )
+    out.loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return out.loss
+
+
+def train_flops_per_step(cfg: AlbertConfig, batch: int, seq: int, masked: int) -> float:
+    """Matmul FLOPs of one training step (3x forward), counting shared layers per use."""
+    H, E, V, F_ = cfg.hidden_size, cfg.embedding_size, cfg.vocab_size, cfg.intermediate_size
+    tokens = batch * seq
+    per_layer = 2 * (4 * H * H + 2 * H * F_) * tokens + 2 * 2 * batch * seq * seq * H
+    fwd = 2 * E * H * tokens + cfg.num_hidden_layers * per_layer
+    fwd += 2 * (H * E + E * V) * batch * masked  # MLM head at masked positions only
+    return 3.0 * fwd
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--sizes", default="tiny,base", help="comma-separated presets")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--masked", type=int, default=20, help="masked positions per sequence")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (median is kept)")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the albertzh model")
+    ap.add_argument("--no-hf", action="store_true", help="time albertzh only")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="for MFU (GPU)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object per size")
+    args = ap.parse_args()
+
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    bf16 = args.dtype == "bf16"
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    peak = args.peak_tflops
+    if peak is None and device.type == "cuda" and bf16:
+        name = torch.cuda.get_device_name()
+        peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+    print(
+        f"# torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}, "
+        f"{args.dtype}, batch {args.batch} x seq {args.seq}, {args.masked} masked/seq"
+    )
+    for size in args.sizes.split(","):
+        cfg = AlbertConfig.preset(
+            size, vocab_size=21128, max_position_embeddings=max(512, args.seq)
+        )
+        torch.manual_seed(0)
+        ours = AlbertForPretraining(cfg).to(device).train()
+        runners = {"albertzh": ours}
+        if not args.no_hf:
+            import transformers
+
+            hf_cfg = transformers.AlbertConfig(**cfg.to_hf_dict(), attn_implementation="sdpa")
+            hf = transformers.AlbertForPreTraining(hf_cfg)
+            assert hf.config._attn_implementation == "sdpa", hf.config._attn_implementation
+            hf.load_state_dict(ours.state_dict(), strict=False)  # same weights
+            runners["hf"] = hf.to(device).train()
+        model_fns = {"albertzh": ours_step, "hf": hf_step}
+        opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in runners.items()}
+        fwd_models = dict(runners)
+        if args.compile:
+            fwd_models["albertzh"] = torch.compile(ours)
+        batches = make_batches(cfg, 4, args.batch, args.seq, args.masked)
+        batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
+
+        for name in runners:  # warm-up (allocator, kernels, compile)
+            for i in range(args.warmup):
+                model_fns[name](fwd_models[name], opts[name], batches[i % 4], autocast)
+        sync()
+        times: dict[str, list[float]] = {k: [] for k in runners}
+        for r in range(args.rounds):
+            order = list(runners) if r % 2 == 0 else list(reversed(runners))
+            for name in order:
+                sync()
+                t0 = time.perf_counter()
+                for i in range(args.steps):
+                    model_fns[name](fwd_models[name], opts[name], batches[i % 4], autocast)
+                sync()
+                times[name].append((time.perf_counter() - t0) / args.steps)
+        tokens = args.batch * args.seq
+        result = {"size": size, "params": sum(p.numel() for p in ours.parameters())}
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            result[f"{name}_tok_s"] = round(tokens / med, 1)
+            result[f"{name}_rounds_tok_s"] = [round(tokens / t, 1) for t in ts]
+        if "hf" in times:
+            result["ratio"] = round(result["albertzh_tok_s"] / result["hf_tok_s"], 3)
+        if peak:
+            flops = train_flops_per_step(cfg, args.batch, args.seq, args.masked)
+            step = statistics.median(times["albertzh"])
+            result["albertzh_tflops"] = round(flops / step / 1e12, 2)
+            result["mfu"] = round(flops / step / (peak * 1e12), 4)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            line = f"{size:8s} params {result['params']:>11,}  albertzh {result['albertzh_tok_s']:>9.1f} tok/s"
+            if "hf" in times:
+                line += f"  hf {result['hf_tok_s']:>9.1f} tok/s  ratio {result['ratio']:.2f}x"
+            if "mfu" in result:
+                line += f"  {result['albertzh_tflops']} TFLOP/s  MFU {result['mfu']:.1%}"
+            print(line)
+            print(f"         rounds tok/s: { {k: result[f'{k}_rounds_tok_s'] for k in times} }")
+
+
+if __name__ == "__main__":
+    main()
