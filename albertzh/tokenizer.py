@@ -55,7 +55,8 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _is_cjk(ch: str) -> bool:
+def is_cjk(ch: str) -> bool:
+    """True for a CJK ideograph (the ranges BERT isolates as single tokens)."""
     cp = ord(ch)
     return (
         0x4E00 <= cp <= 0x9FFF
@@ -79,7 +80,7 @@ def _join_tokens(tokens: Sequence[str], continuation: str = "##") -> str:
             continue
         if out and out[-1]:
             prev = out[-1][-1]
-            if prev.isalnum() and tok[:1].isalnum() and not _is_cjk(prev) and not _is_cjk(tok[0]):
+            if prev.isalnum() and tok[:1].isalnum() and not is_cjk(prev) and not is_cjk(tok[0]):
                 out.append(" ")
         out.append(tok)
     return "".join(out)
@@ -295,6 +296,42 @@ class CharTokenizer(Tokenizer):
 # --------------------------------------------------------------------------- sentencepiece
 
 
+def albert_normalize(
+    text: str, do_lower_case: bool = True, keep_accents: bool = False
+) -> tuple[str, list[int] | None, list[int] | None]:
+    """Normalise text as ``transformers.AlbertTokenizer`` does before the spm model's own
+    charsmap: two backquotes and two quotes to ", NFKD + accent stripping unless ``keep_accents``, lowercase
+    when ``do_lower_case``. Returns ``(text, starts, ends)`` where output character ``k``
+    came from input characters ``starts[k]:ends[k]`` (both None when nothing moved)."""
+    if not do_lower_case and keep_accents and "``" not in text and "''" not in text:
+        return text, None, None
+    if text.isascii() and "``" not in text and "''" not in text:
+        return (text.lower() if do_lower_case else text), None, None
+    out: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i : i + 2] in ("``", "''"):
+            piece, width = '"', 2
+        else:
+            piece, width = text[i], 1
+            if not keep_accents and not piece.isascii():
+                piece = "".join(
+                    c for c in unicodedata.normalize("NFKD", piece) if not unicodedata.combining(c)
+                )
+            if do_lower_case:
+                piece = piece.lower()
+        out.append(piece)
+        starts.extend([i] * len(piece))
+        ends.extend([i + width] * len(piece))
+        i += width
+    norm = "".join(out)
+    if len(norm) == n and all(o == k for k, o in enumerate(starts)):
+        return norm, None, None
+    return norm, starts, ends
+
+
 class SentencePieceTokenizer(Tokenizer):
     """A ``spiece.model`` through the ``sentencepiece`` library, pre-normalised like
     ``transformers.AlbertTokenizer`` (\\`\\` and '' to ", NFKD + accent stripping unless
@@ -340,36 +377,8 @@ class SentencePieceTokenizer(Tokenizer):
                     raise InputError(f"{model_file}: missing special token {default}")
         super().__init__(ids, model_file, info or {})
 
-    # Text normalisation that AlbertTokenizer applies before the model's own charsmap. Each
-    # output character remembers the span of input characters it came from, for the offsets.
     def _prenormalize(self, text: str) -> tuple[str, list[int] | None, list[int] | None]:
-        if not self.do_lower_case and self.keep_accents and "``" not in text and "''" not in text:
-            return text, None, None
-        out: list[str] = []
-        starts: list[int] = []
-        ends: list[int] = []
-        i, n = 0, len(text)
-        while i < n:
-            if text[i : i + 2] in ("``", "''"):
-                piece, width = '"', 2
-            else:
-                piece, width = text[i], 1
-                if not self.keep_accents:
-                    piece = "".join(
-                        c
-                        for c in unicodedata.normalize("NFKD", piece)
-                        if not unicodedata.combining(c)
-                    )
-                if self.do_lower_case:
-                    piece = piece.lower()
-            out.append(piece)
-            starts.extend([i] * len(piece))
-            ends.extend([i + width] * len(piece))
-            i += width
-        norm = "".join(out)
-        if len(norm) == n and all(o == k for k, o in enumerate(starts)):
-            return norm, None, None
-        return norm, starts, ends
+        return albert_normalize(text, self.do_lower_case, self.keep_accents)
 
     def _split_special(self, text: str) -> list[tuple[int, int, int | None]]:
         """Spans of ``text``: special tokens written in it (kept whole, as HF added tokens
@@ -480,7 +489,7 @@ class SentencePieceTokenizer(Tokenizer):
             if not (
                 c == " "
                 and 0 < k < len(chars) - 1
-                and (_is_cjk(chars[k - 1]) or _is_cjk(chars[k + 1]))
+                and (is_cjk(chars[k - 1]) or is_cjk(chars[k + 1]))
             )
         ]
         return "".join(keep)
