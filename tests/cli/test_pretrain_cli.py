@@ -1,0 +1,229 @@
+"""``albertzh pretrain`` on the command line: a tiny run, and bad inputs -> exit 2, one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import typer
+from click.testing import CliRunner
+
+import albertzh.cli
+from albertzh.pipeline import dataset as ds
+
+
+def _helpers():
+    """The tiny-dataset builders of tests/pipeline/test_instance_data.py."""
+    path = Path(__file__).resolve().parents[1] / "pipeline" / "test_instance_data.py"
+    spec = importlib.util.spec_from_file_location("_instance_helpers", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+H = _helpers()
+root_cmd = typer.main.get_command(albertzh.cli.app)
+TINY = {
+    "vocab_size": 45,
+    "embedding_size": 16,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    vocab = H.make_vocab(root / "vocab")
+    H.write_instances(root / "shards", 60, vocab=H.vocab_info(vocab), vocab_dir=vocab)
+    other = H.make_vocab(root / "other_vocab", n_chars=41)
+    H.write_instances(root / "static", 20, vocab=H.vocab_info(vocab), static=True)
+    (root / "tiny.json").write_text(json.dumps(TINY))
+    (root / "tiny50.json").write_text(json.dumps({**TINY, "vocab_size": 50}))
+    (root / "empty").mkdir()
+    half = ds.prepare_output(root / "half")
+    ds.write_part(half, 0, pa.table({"input_ids": pa.array([[2, 3]], pa.list_(pa.int32()))}))
+    return {
+        "root": root,
+        "vocab": vocab,
+        "other": other,
+        "shards": root / "shards",
+        "static": root / "static",
+        "tiny": root / "tiny.json",
+        "tiny50": root / "tiny50.json",
+        "empty": root / "empty",
+        "half": half,
+    }
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(root_cmd, ["pretrain", *args])
+
+
+def _base(files: dict[str, Path], out: Path) -> list[str]:
+    return ["--data", str(files["shards"]), "-o", str(out), "--model-config", str(files["tiny"])]
+
+
+def test_help_lists_the_flags() -> None:
+    r = CliRunner().invoke(root_cmd, ["pretrain", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    for flag in ("--data", "--size", "--model-config", "--init-from", "--resume", "--keep-last"):
+        assert flag in r.stdout, flag
+    assert "--model-config-file" not in r.stdout
+
+
+def test_tiny_run_json_summary(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = invoke(
+        *_base(files, out), "--steps", "3", "--batch-size", "8", "--eval-fraction", "0.2", "--json"
+    )
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["stage"] == "pretrain" and s["steps"] == 3 and s["model"]["hidden_size"] == 32
+    assert s["eval_last"]["instances"] == 12
+    assert (out / "config.json").is_file() and (out / "metrics.jsonl").is_file()
+    # The tokenizer came from the vocab dir recorded in the shards' manifest.
+    assert (out / "vocab.txt").read_bytes() == (files["vocab"] / "vocab.txt").read_bytes()
+    # Resuming a finished run does no more steps; --epochs sets the length from the data.
+    r = invoke(*_base(files, out), "--steps", "3", "--batch-size", "8", "--resume", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["resumed_from_step"] == 3
+    r = invoke(*_base(files, tmp_path / "ep"), "--epochs", "2", "--batch-size", "16", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["steps"] == 8  # ceil(60 / 16) = 4 batches per epoch
+
+
+def test_init_from_a_model_dir(files: dict[str, Path], tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    assert invoke(*_base(files, first), "--steps", "2", "--batch-size", "8").exit_code == 0
+    r = invoke(
+        "--data", str(files["shards"]), "-o", str(tmp_path / "second"), "--init-from",
+        str(first), "--steps", "1", "--batch-size", "8", "--json",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["model"]["parameters"] > 0
+
+
+def _one_line_error(r, *needles: str) -> None:
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.output
+    for n in needles:
+        assert n in r.stderr, (n, r.stderr)
+
+
+def test_shards_made_with_another_vocab(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = invoke(*_base(files, out), "--vocab", str(files["other"]), "--steps", "1")
+    _one_line_error(r, str(files["other"]), "another vocab")
+    assert not out.exists()  # nothing written on bad input
+
+
+def test_model_config_with_another_vocab_size(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = invoke(
+        "--data", str(files["shards"]), "-o", str(out), "--model-config", str(files["tiny50"])
+    )
+    _one_line_error(r, str(files["tiny50"]), "vocab_size 50")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "needle"),
+    [
+        ("empty", "no manifest.json"),
+        ("half", "no manifest.json"),
+        ("missing", "no such directory"),
+        ("static_as_dynamic", "--masking dynamic"),
+    ],
+)
+def test_bad_data_dirs(files: dict[str, Path], tmp_path: Path, key: str, needle: str) -> None:
+    extra: list[str] = []
+    if key == "missing":
+        data = files["root"] / "nope"
+    elif key == "static_as_dynamic":
+        data = files["static"]
+        extra = ["--masking", "dynamic", "--vocab", str(files["vocab"])]
+    else:
+        data = files[key]
+    out = tmp_path / "run"
+    r = invoke("--data", str(data), "-o", str(out), "--model-config", str(files["tiny"]), *extra)
+    _one_line_error(r, needle)
+    if key != "static_as_dynamic":
+        assert str(data) in r.stderr
+    assert not out.exists()
+
+
+def test_dataset_of_another_stage(files: dict[str, Path], tmp_path: Path) -> None:
+    docs = ds.prepare_output(tmp_path / "docs")
+    ds.write_part(docs, 0, pa.table({"doc_id": ["a"], "text": ["你好"], "source": ["x"]}))
+
+    class _C(H.StageConfig):
+        pass
+
+    ds.finish_output(docs, "clean", _C(), [])
+    r = invoke("--data", str(docs), "-o", str(tmp_path / "run"), "--size", "tiny")
+    _one_line_error(r, str(docs), "expected make-shards")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--grad-accum", "0"], "--grad-accum"),
+        (["--eval-fraction", "1.5"], "--eval-fraction"),
+        (["--eval-fraction", "0.999"], "--eval-fraction"),
+        (["--precision", "fp16", "--device", "cpu"], "--precision fp16"),
+        (["--lr", "-1"], "--lr"),
+        (["--init-from", "somewhere"], "--model-config and --init-from"),
+        (["--resume", "--overwrite"], "--resume and --overwrite"),
+    ],
+)
+def test_bad_flags(files: dict[str, Path], tmp_path: Path, args: list[str], needle: str) -> None:
+    out = tmp_path / "run"
+    r = invoke(*_base(files, out), "--steps", "1", *args)
+    _one_line_error(r, needle)
+    assert not out.exists()
+
+
+def test_unknown_size_and_missing_model_config(files: dict[str, Path], tmp_path: Path) -> None:
+    r = invoke("--data", str(files["shards"]), "-o", str(tmp_path / "r"), "--size", "huge")
+    assert r.exit_code == 2 and "--size" in r.stderr
+    missing = tmp_path / "nope.json"
+    r = invoke(
+        "--data", str(files["shards"]), "-o", str(tmp_path / "r"), "--model-config", str(missing)
+    )
+    _one_line_error(r, str(missing), "not found")
+    r = invoke(
+        "--data", str(files["shards"]), "-o", str(tmp_path / "r"), "--init-from", str(missing)
+    )
+    _one_line_error(r, str(missing), "--init-from")
+
+
+def test_non_empty_run_dir_needs_resume_or_overwrite(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    r = invoke(*_base(files, out), "--steps", "1", "--batch-size", "8")
+    _one_line_error(r, str(out), "--resume", "--overwrite")
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_print_config(files: dict[str, Path], tmp_path: Path) -> None:
+    r = invoke(*_base(files, tmp_path / "r"), "--size", "tiny", "--print-config")
+    assert r.exit_code == 2 and "--size and --model-config" in r.stderr
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {files['shards']}\noutput: {tmp_path / 'r'}\nsize: small\nsteps: 9\n")
+    r = invoke("--config", str(cfg), "--steps", "5", "--print-config")
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    assert got["size"] == "small" and got["steps"] == 5 and got["optimizer"] == "lamb"
