@@ -250,3 +250,70 @@ def test_bad_inputs(tmp_path: Path, trained: dict) -> None:
         ft.run(cfg_for(trained["base"], trained["data"], tmp_path / "o2", metric="pearson"))
     with pytest.raises(ValueError, match="--task"):
         cfg_for(trained["base"], trained["data"], tmp_path / "o3", task="nope")
+
+
+def test_bf16_autocast_on_cpu(tmp_path: Path, trained: dict) -> None:
+    s = ft.run(cfg_for(trained["base"], trained["data"], tmp_path / "o", steps=2, precision="bf16"))
+    assert s.figures["steps"] == 2 and 0 <= s.figures["best_dev_accuracy"] <= 1
+    meta = json.loads((tmp_path / "o" / "albertzh.json").read_text())
+    assert meta["config"]["precision"] == "bf16"
+
+
+def test_finetune_from_a_transformers_albert_dir(tmp_path: Path, trained: dict) -> None:
+    transformers = pytest.importorskip("transformers")
+    hf_dir = tmp_path / "hf"
+    cfg = transformers.AlbertConfig(
+        vocab_size=5 + len(CHARS),
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(1)
+    transformers.AlbertForPreTraining(cfg).save_pretrained(hf_dir)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    (hf_dir / "vocab.txt").write_text("\n".join(specials + CHARS) + "\n", encoding="utf-8")
+    ft.run(cfg_for(hf_dir, trained["data"], tmp_path / "o", steps=3))
+    hf = transformers.AlbertForSequenceClassification.from_pretrained(tmp_path / "o").eval()
+    tok = transformers.BertTokenizer.from_pretrained(tmp_path / "o")
+    from albertzh.pipeline.predict import load_classifier
+
+    texts = ["房间很好的", "价格太贵了"]
+    ours = load_classifier(tmp_path / "o", device="cpu").logits([(t, None) for t in texts], 8)
+    with torch.no_grad():
+        theirs = hf(**tok(texts, padding=True, return_tensors="pt")).logits.numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    # the encoder really came from the HF dir
+    src = load_file(hf_dir / "model.safetensors")
+    got = load_file(tmp_path / "o" / "model.safetensors")
+    key = "albert.embeddings.position_embeddings.weight"
+    assert (got[key] - src[key]).abs().max() < 0.01  # Adam moves a weight <= ~lr per step
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_two_processes(tmp_path: Path, trained: dict) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed beside this python")
+    out = tmp_path / "ddp"
+    cmd = [
+        str(torchrun), "--nproc_per_node", "2", "--master_port", str(29500 + np.random.randint(400)),
+        "-m", "albertzh", "finetune", "--task", "chnsenticorp", "--model", str(trained["base"]),
+        "--data-dir", str(trained["data"]), "-o", str(out), "--epochs", "2", "--batch-size", "8",
+        "--lr", "2e-3", "--device", "cpu", "--json",
+    ]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert len(summary) == 1  # only rank 0 reports
+    assert summary[0]["steps"] == 2 * 10  # 160 rows -> 80 per rank -> 10 batches of 8
+    assert (out / "model.safetensors").is_file() and not (out / ft.BEST_DIR).exists()
+    dev = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [d["step"] for d in dev if d["split"] == "dev"] == [10, 20]
+    shutil.rmtree(out)
