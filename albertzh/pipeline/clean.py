@@ -540,7 +540,7 @@ def run(config: CleanConfig) -> Summary:
     """Clean, filter and de-duplicate the inputs into a docs dataset; returns the summary."""
     t0 = time.perf_counter()
     _check_optional_packages(config)
-    files = discover(config.inputs)
+    files = discover(config.inputs, exclude=Path(config.output))
     units = plan_units(
         files, max(1, int(config.chunk_mb * (1 << 20))), config.doc_sep, config.text_column
     )

@@ -74,8 +74,12 @@ def _format_of(path: Path) -> InputFile | None:
     return InputFile(str(path), fmt, gz)
 
 
-def discover(inputs: Iterable[str | Path]) -> list[InputFile]:
-    """Expand the given paths (files, directories, ``-``) into input files, in a fixed order."""
+def discover(inputs: Iterable[str | Path], exclude: Path | None = None) -> list[InputFile]:
+    """Expand the given paths (files, directories, ``-``) into input files, in a fixed order.
+
+    Files under ``exclude`` (the stage's own output directory) are skipped in directories.
+    """
+    skip = exclude.resolve() if exclude is not None else None
     found: list[InputFile] = []
     seen_stdin = False
     for raw in inputs:
@@ -91,6 +95,8 @@ def discover(inputs: Iterable[str | Path]) -> list[InputFile]:
             files = []
             for p in sorted(path.rglob("*")):
                 rel = p.relative_to(path).parts
+                if skip is not None and p.resolve().is_relative_to(skip):
+                    continue
                 if p.is_file() and not any(part.startswith(".") for part in rel):
                     f = _format_of(p)
                     if f is not None:

@@ -297,6 +297,11 @@ def test_encoding_errors_in_run(tmp_path: Path) -> None:
     out = tmp_path / "docs"
     assert not (out / "manifest.json").exists() and not list(out.glob("part-*"))
     assert not list(out.glob(".*")), "nothing half-written"
+    # Raised in a pool worker: same message; parts before the bad unit are complete files.
+    with pytest.raises(InputError, match=r"bad\.txt: byte \d+: not valid UTF-8"):
+        run(_cfg(tmp_path, [src], workers=2, chunk_mb=0.00005, overwrite=True))
+    assert not (out / "manifest.json").exists() and not list(out.glob(".*"))
+    assert [pq.read_table(p).num_rows for p in sorted(out.glob("part-*"))] == [1]
     s = run(_cfg(tmp_path, [src], encoding_errors="skip-line", overwrite=True))
     assert s.figures["skipped_lines"] == 1 and s.figures["rows_out"] == 2
     s = run(_cfg(tmp_path, [src], encoding_errors="replace", overwrite=True))
@@ -318,3 +323,14 @@ def test_resume_rebuilds_near_dup_index(tmp_path: Path) -> None:
     run(cfg.model_copy(update={"resume": True}))
     assert _part_hashes(out) == [f["sha256"] for f in full["files"]]
     assert ds.read_manifest(out)["stats"] == full["stats"]
+
+
+def test_output_inside_an_input_directory_is_not_read_back(tmp_path: Path) -> None:
+    d = tmp_path / "corpus"
+    d.mkdir()
+    _write(d / "a.txt", GOOD)
+    cfg = CleanConfig(inputs=[str(d)], output=d / "docs")
+    first = run(cfg)
+    second = run(cfg.model_copy(update={"overwrite": True}))
+    assert first.figures["input_files"] == second.figures["input_files"] == 1
+    assert second.figures["rows_in"] == len(GOOD)
