@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 import time
@@ -72,7 +73,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             if not isinstance(state, dict):
                 raise ModelDirError(f"{legacy}: expected a state dict, got {type(state).__name__}")
             return state
-    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as exc:
+    except (
+        SafetensorError,
+        OSError,
+        KeyError,
+        ValueError,
+        RuntimeError,
+        pickle.UnpicklingError,
+    ) as exc:
         if isinstance(exc, AlbertzhError):
             raise
         bad = single if single.is_file() else index if index.is_file() else legacy
