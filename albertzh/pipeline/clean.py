@@ -183,7 +183,6 @@ class Cleaner:
         self.cfg = cfg
         self.rules: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
-        self.sentences = 0
         steps: list[tuple[str, Any]] = []
         if cfg.invisible:
             steps.append(("invisible", tr.remove_invisible))
@@ -240,7 +239,6 @@ class Cleaner:
         if reason:
             self.dropped[reason] += 1
             return None
-        self.sentences += len(sents)
         return text
 
 
@@ -553,17 +551,19 @@ def run(config: CleanConfig) -> Summary:
     digest = options_digest(config)
     mine = ds.select_shard(units, config.shard_index, config.num_shards)
     todo = [(i, u) for i, u in mine if not ds.part_complete(out, i)]
+    for i, _ in mine:  # refuse a mixed output before doing any work
+        if ds.part_complete(out, i):
+            _check_resumable(out / ds.part_name(i), digest)
     jobs = [(config, i, u, str(staging_dir)) for i, u in todo]
     results = _ordered_map(
         clean_unit, jobs, config.workers, inline=lambda job: job[2].source == STDIN
     )
     done: list[dict[str, Any]] = []
-    resumed = 0
+    resumed = kept = 0
     try:
         with progress("clean", total=len(mine), unit="units") as bar:
             for i, unit in mine:
                 if ds.part_complete(out, i):
-                    _check_resumable(out / ds.part_name(i), digest)
                     dedup.absorb_part(out / ds.part_name(i))
                     resumed += 1
                 else:
@@ -571,7 +571,8 @@ def run(config: CleanConfig) -> Summary:
                     assert index == i, (index, i)
                     done.append(_finish_unit(out, i, unit, staging, stats, dedup))
                     os.unlink(staging)
-                    bar.update(docs=sum(d["rows_out"] for d in done))
+                    kept += done[-1]["rows_out"]
+                    bar.update(docs=kept)
                 bar.advance(1)
     finally:
         results.close()

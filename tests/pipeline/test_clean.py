@@ -244,8 +244,13 @@ def test_resume_refuses_parts_made_with_other_options(tmp_path: Path) -> None:
     # Worker count is not an option that changes the output: resuming with 2 is fine.
     run(cfg.model_copy(update={"resume": True, "workers": 2}))
     (out / "manifest.json").unlink()
-    with pytest.raises(DatasetError, match=r"part-00000\.parquet: written with other clean"):
+    (out / "part-00000.parquet").unlink()
+    before = sorted(p.stat().st_mtime_ns for p in out.glob("part-*"))
+    with pytest.raises(DatasetError, match=r"part-00001\.parquet: written with other clean"):
         run(cfg.model_copy(update={"resume": True, "min_chars": 3}))
+    # Refused before any work: no new part mixed in.
+    assert not (out / "part-00000.parquet").exists()
+    assert sorted(p.stat().st_mtime_ns for p in out.glob("part-*")) == before
 
 
 def test_shards_process_disjoint_units(tmp_path: Path) -> None:
