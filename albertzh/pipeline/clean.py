@@ -18,7 +18,12 @@ How it runs:
    ``--workers``. Memory grows only with the set of seen hashes (and the MinHash LSH index).
 4. **Resume.** ``--resume`` keeps every complete part. The seen-hash set (and LSH index) is
    rebuilt by re-hashing the text of those kept parts as the in-order pass reaches them, so a
-   resumed run drops exactly the duplicates a single run would. The manifest is written last.
+   resumed run drops exactly the duplicates a single run would. Each part's footer holds a
+   digest of the options that shape it; parts written with other options are refused before
+   any work starts. The manifest is written last.
+
+Staging files live in ``<output>/.staging-clean/`` and are removed as each unit is finished.
+A stdin unit is read by the main process (pool workers get /dev/null as stdin).
 
 With ``--num-shards`` each machine de-duplicates within its own units only.
 """
@@ -375,8 +380,11 @@ class Deduper:
             if scheme:
                 self._lean_kw["scheme"] = scheme
 
-    def check(self, doc_id: str, h: int, sig: bytes | None) -> str | None:
-        """None when the document is new (and remember it), else the drop reason."""
+    def check(self, key: Any, h: int, sig: bytes | None) -> str | None:
+        """None when the document is new (and remember it), else the drop reason.
+
+        ``key`` names the document in the LSH index (any unique hashable).
+        """
         if self.cfg.dedup:
             if h in self.seen:
                 return "duplicate"
@@ -389,7 +397,7 @@ class Deduper:
             m = LeanMinHash(seed=MINHASH_SEED, hashvalues=values, **self._lean_kw)
             if self.lsh.query(m):
                 return "near_duplicate"
-            self.lsh.insert(doc_id, m)
+            self.lsh.insert(key, m)
         return None
 
     def absorb_part(self, path: Path) -> None:
@@ -412,7 +420,7 @@ def _finish_unit(
     """Decide duplicates for one staged unit, then stream its kept rows into part ``index``."""
     reader = pa.ipc.open_file(pa.memory_map(staging))
     near = dedup.cfg.near_dup
-    keep: list[list[bool]] = []
+    keep: list[pa.BooleanArray] = []  # one bit per document, whatever the unit's size
     dropped: Counter[str] = Counter()
     sentences = 0
     for b in range(reader.num_record_batches):
@@ -422,21 +430,21 @@ def _finish_unit(
         sigs = batch.column("sig").to_pylist() if near else [None] * len(rows)
         mask = []
         for row, h, sig in zip(rows, hashes, sigs, strict=True):
-            reason = dedup.check(_doc_id(index, row), h, sig)
+            reason = dedup.check((index, row), h, sig)
             if reason:
                 dropped[reason] += 1
             mask.append(reason is None)
-        keep.append(mask)
-        sentences += pa.compute.sum(batch.column("sentences").filter(pa.array(mask))).as_py() or 0
+        keep.append(pa.array(mask, pa.bool_()))
+        sentences += pa.compute.sum(batch.column("sentences").filter(keep[-1])).as_py() or 0
 
     stats = dict(stats)
     stats["dropped"] = dict(Counter(stats.get("dropped", {})) + dropped)
-    stats["rows_out"] = sum(sum(m) for m in keep)
+    stats["rows_out"] = sum(m.true_count for m in keep)
     stats["sentences"] = sentences
 
     def batches() -> Iterator[pa.Table]:
         for b, mask in enumerate(keep):
-            batch = reader.get_batch(b).filter(pa.array(mask, pa.bool_()))
+            batch = reader.get_batch(b).filter(mask)
             n = batch.num_rows
             if n == 0:
                 continue
