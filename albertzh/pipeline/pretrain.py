@@ -663,6 +663,8 @@ def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
                 interrupted = True
                 break
 
+    batches.close()  # shuts down DataLoader workers now, not at garbage collection
+
     # ---- save
     if not interrupted and setup.eval_spec is not None and (not evals or evals[-1]["step"] != step):
         ev = evaluate()

@@ -302,3 +302,16 @@ def test_pretraining_loss_ignores_padding_slots() -> None:
     torch.testing.assert_close(m["mlm_loss"], expected_mlm)
     torch.testing.assert_close(loss.detach(), expected_mlm + expected_sop)
     assert 0 <= float(m["mlm_accuracy"]) <= 1
+
+
+def test_setup_checks_and_masking_overrides(inputs: dict[str, Path], tmp_path: Path) -> None:
+    cfg = _cfg(inputs, tmp_path / "r", max_predictions=1, masked_lm_prob=0.3, eval_fraction=0.25)
+    setup = pt._setup(cfg)
+    assert setup.spec.opts.max_predictions == 1 and setup.spec.opts.masked_lm_prob == 0.3
+    assert setup.spec.mask_id == 4 and setup.spec.pad_id == 0 and not setup.spec.static
+    assert sum(u.rows for u in setup.eval_units) == 50
+    assert sum(u.rows for u in setup.train_units) == 150
+    # The vocab recorded in the manifest (config.vocab) is found without --vocab.
+    setup = pt._setup(cfg.model_copy(update={"vocab": None}))
+    assert setup.tokenizer.vocab_size == 45
+    assert not (tmp_path / "r").exists()
