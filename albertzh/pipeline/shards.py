@@ -286,62 +286,68 @@ class Instance:
 Sentence = tuple[list[int], list[bool]]
 
 
-def _split_long(sent: Sentence, limit: int) -> list[Sentence]:
-    """Cut a sentence longer than ``limit`` tokens into pieces at word starts (hard cut when a
-    single word is longer)."""
-    ids, ws = sent
-    out = []
-    i = 0
-    while len(ids) - i > limit:
-        cut = i + limit
-        j = cut
+@dataclass
+class Doc:
+    """One document as flat token lists; sentence k is ``ids[bounds[k]:bounds[k + 1]]``."""
+
+    ids: list[int]
+    word_starts: list[bool]
+    bounds: list[int]
+
+    @classmethod
+    def from_sentences(cls, sentences: Sequence[Sentence]) -> Doc:
+        ids: list[int] = []
+        ws: list[bool] = []
+        bounds = [0]
+        for s_ids, s_ws in sentences:
+            ids.extend(s_ids)
+            ws.extend(s_ws)
+            bounds.append(len(ids))
+        return cls(ids, ws, bounds)
+
+
+def _cut_points(ws: list[bool], start: int, end: int, limit: int) -> list[int]:
+    """Inner cut positions that split ``[start, end)`` into pieces of at most ``limit`` tokens,
+    at word starts where possible (a hard cut inside a word longer than ``limit``)."""
+    cuts = []
+    i = start
+    while end - i > limit:
+        j = i + limit
         while j > i + 1 and not ws[j]:
             j -= 1
-        if j == i + 1 and not ws[j]:
-            j = cut
-        out.append((ids[i:j], ws[i:j]))
+        if not ws[j]:
+            j = i + limit
+            ws[j] = True  # the cut piece begins a new unit
+        cuts.append(j)
         i = j
-    out.append((ids[i:], ws[i:]))
-    for _, piece_ws in out:
-        piece_ws[0] = True
-    return out
+    return cuts
 
 
-def _truncate_pair(a: list[Sentence], b: list[Sentence], max_tokens: int, rng: Any, c: Counters):
-    """albert's truncate_seq_pair on flat token lists: drop a token from the front or the back
-    of the longer side (coin flip) until the pair fits."""
-    ai = list(chain.from_iterable(s[0] for s in a))
-    aw = list(chain.from_iterable(s[1] for s in a))
-    bi = list(chain.from_iterable(s[0] for s in b))
-    bw = list(chain.from_iterable(s[1] for s in b))
-    excess = len(ai) + len(bi) - max_tokens
+def trim_counts(la: int, lb: int, max_tokens: int, coins: np.ndarray) -> tuple[int, int, int, int]:
+    """albert's ``truncate_seq_pair`` in closed form: tokens dropped from
+    ``(front of A, back of A, front of B, back of B)``.
+
+    albert removes one token per step from the longer side (B on a tie), from the front when the
+    step's coin is True. So the longer side first shrinks to the other's length, then B and A
+    alternate; ``coins`` holds one coin per step (``la + lb - max_tokens`` of them).
+    """
+    excess = la + lb - max_tokens
     if excess <= 0:
-        return ai, aw, bi, bw
-    c.truncated_tokens += excess
-    coins = rng.random(excess) < 0.5
-    # Count front/back drops per side, then slice once.
-    la, lb = len(ai), len(bi)
-    fa = ba = fb = bb = 0
-    for front in coins:
-        if la > lb:
-            la -= 1
-            if front:
-                fa += 1
-            else:
-                ba += 1
-        else:
-            lb -= 1
-            if front:
-                fb += 1
-            else:
-                bb += 1
-    ai, aw = ai[fa : len(ai) - ba], aw[fa : len(aw) - ba]
-    bi, bw = bi[fb : len(bi) - bb], bw[fb : len(bw) - bb]
-    return ai, aw, bi, bw
+        return 0, 0, 0, 0
+    d = min(excess, abs(la - lb))
+    head, alt = coins[:d], coins[d:excess]
+    b_steps, a_steps = alt[0::2], alt[1::2]
+    fa, na = int(a_steps.sum()), len(a_steps)
+    fb, nb = int(b_steps.sum()), len(b_steps)
+    if la > lb:
+        fa, na = fa + int(head.sum()), na + d
+    else:
+        fb, nb = fb + int(head.sum()), nb + d
+    return fa, na - fa, fb, nb - fb
 
 
 def document_instances(
-    doc: Sequence[Sentence],
+    doc: Doc,
     rng: np.random.Generator,
     *,
     max_seq_len: int,
@@ -350,19 +356,22 @@ def document_instances(
     sep_id: int,
     counters: Counters | None = None,
 ) -> Iterator[Instance]:
-    """SOP instances of one document (a list of ``(token ids, word starts)`` sentences)."""
+    """SOP instances of one document (see the module docstring for the rules)."""
     c = counters if counters is not None else Counters()
     max_tokens = max_seq_len - 3
-    sents: list[Sentence] = []
-    for s in doc:
-        if not s[0]:
+    ids, ws = doc.ids, doc.word_starts
+    # Sentence ends (token offsets); empty sentences vanish, long ones are cut at word starts.
+    cuts = [doc.bounds[0]]
+    for k in range(1, len(doc.bounds)):
+        s, e = cuts[-1], doc.bounds[k]
+        if e <= s:
             continue
-        if len(s[0]) > max_tokens:
+        if e - s > max_tokens:
             c.long_sentences_split += 1
-            sents.extend(_split_long((list(s[0]), list(s[1])), max_tokens))
-        else:
-            sents.append(s)
-    if not sents:
+            cuts.extend(_cut_points(ws, s, e, max_tokens))
+        cuts.append(e)
+    n_sent = len(cuts) - 1
+    if n_sent == 0:
         c.empty_docs += 1
         return
 
@@ -373,42 +382,43 @@ def document_instances(
         return max_tokens
 
     target = draw_target()
-    chunk: list[Sentence] = []
-    length = 0
-    for i, s in enumerate(sents):
-        chunk.append(s)
-        length += len(s[0])
-        if i != len(sents) - 1 and length < target:
+    first = 0  # the current chunk is sentences first..i
+    for i in range(n_sent):
+        start, end = cuts[first], cuts[i + 1]
+        last = i == n_sent - 1
+        if not last and end - start < target:
             continue
-        if len(chunk) >= 2:
-            a_end = int(rng.integers(1, len(chunk)))
-            a, b = chunk[:a_end], chunk[a_end:]
+        n_chunk = i + 1 - first
+        first = i + 1
+        if n_chunk >= 2:
+            mid = cuts[i + 1 - n_chunk + int(rng.integers(1, n_chunk))]
+        elif end - start < 2:
+            c.dropped_too_short += 1
+            if not last:
+                target = draw_target()
+            continue
         else:
-            ids, ws = chunk[0]
-            if len(ids) < 2:
-                c.dropped_too_short += 1
-                chunk, length = [], 0
-                target = draw_target() if i != len(sents) - 1 else target
-                continue
             c.single_sentence_split += 1
-            inner = [j for j in range(1, len(ids)) if ws[j]]
-            cut = int(rng.choice(inner)) if inner else int(rng.integers(1, len(ids)))
-            a, b = [(ids[:cut], ws[:cut])], [(ids[cut:], ws[cut:])]
+            inner = [j for j in range(start + 1, end) if ws[j]]
+            mid = int(rng.choice(inner)) if inner else int(rng.integers(start + 1, end))
+        (a0, a1), (b0, b1) = (start, mid), (mid, end)
         swap = bool(rng.random() < 0.5)
         if swap:
-            a, b = b, a
+            (a0, a1), (b0, b1) = (b0, b1), (a0, a1)
             c.sop_swapped += 1
-        ai, aw, bi, bw = _truncate_pair(a, b, max_tokens, rng, c)
-        input_ids = [cls_id, *ai, sep_id, *bi, sep_id]
-        types = [0] * (len(ai) + 2) + [1] * (len(bi) + 1)
-        word_starts = [True, *aw, True, *bw, True]
-        word_starts[1] = True  # the first token of each side begins a unit, even when cut
-        word_starts[len(ai) + 2] = True
+        la, lb = a1 - a0, b1 - b0
+        if la + lb > max_tokens:
+            excess = la + lb - max_tokens
+            c.truncated_tokens += excess
+            fa, ba, fb, bb = trim_counts(la, lb, max_tokens, rng.random(excess) < 0.5)
+            a0, a1, b0, b1 = a0 + fa, a1 - ba, b0 + fb, b1 - bb
+        input_ids = [cls_id, *ids[a0:a1], sep_id, *ids[b0:b1], sep_id]
+        word_starts = [True, True, *ws[a0 + 1 : a1], True, True, *ws[b0 + 1 : b1], True]
+        types = [0] * (a1 - a0 + 2) + [1] * (b1 - b0 + 1)
         c.instances += 1
         c.instance_tokens += len(input_ids)
         yield Instance(input_ids, types, word_starts, int(swap))
-        chunk, length = [], 0
-        if i != len(sents) - 1:
+        if not last:
             target = draw_target()
 
 
@@ -500,10 +510,8 @@ class _PartWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-def _docs_of_batch(
-    batch: pa.RecordBatch, source: str, tok: Any, is_cont: np.ndarray
-) -> list[list[Sentence]]:
-    """Token ids and word starts of every sentence of every document of one input batch."""
+def _docs_of_batch(batch: pa.RecordBatch, source: str, tok: Any, is_cont: np.ndarray) -> list[Doc]:
+    """Token ids, word starts and sentence bounds of every document of one input batch."""
     sentences = batch.column("sentences")
     word_lens = batch.column("word_lens")
     s_off = sentences.offsets.to_numpy()
@@ -537,9 +545,9 @@ def _docs_of_batch(
     t = t_off.tolist()
     docs = []
     for d in range(len(s_off) - 1):
-        docs.append(
-            [(ids_l[t[k] : t[k + 1]], ws_l[t[k] : t[k + 1]]) for k in range(s_off[d], s_off[d + 1])]
-        )
+        lo, hi = int(s_off[d]), int(s_off[d + 1])
+        t0, t1 = t[lo], t[hi]
+        docs.append(Doc(ids_l[t0:t1], ws_l[t0:t1], [x - t0 for x in t[lo : hi + 1]]))
     return docs
 
 
@@ -607,8 +615,8 @@ def make_part(job: _Job) -> dict[str, Any]:
             c.docs += len(docs)
             flat = pc.list_flatten(batch.column("sentences"))
             c.text_bytes += int(pc.sum(pc.binary_length(flat)).as_py() or 0)
-            c.sentences += sum(len(doc) for doc in docs)
-            c.tokens += sum(len(s[0]) for doc in docs for s in doc)
+            c.sentences += sum(len(doc.bounds) - 1 for doc in docs)
+            c.tokens += sum(len(doc.ids) for doc in docs)
             for d in range(cfg.copies):
                 rows = [
                     inst

@@ -16,11 +16,13 @@ from albertzh.errors import DatasetError, InputError
 from albertzh.pipeline import dataset as ds
 from albertzh.pipeline.shards import (
     Counters,
+    Doc,
     ShardsConfig,
     align_words,
     continuation_table,
     document_instances,
     run,
+    trim_counts,
 )
 from albertzh.tokenizer import load_tokenizer
 
@@ -193,14 +195,38 @@ def test_alignment_and_run_with_sentencepiece(tmp_path) -> None:
 # --------------------------------------------------------------------------- instances
 
 
-def _numbered_doc(doc_no: int, lengths: list[int]) -> list[tuple[list[int], list[bool]]]:
+def _numbered_doc(doc_no: int, lengths: list[int]) -> Doc:
     """Sentences whose ids encode (document, position): id = 1000 * (doc + 1) + position."""
     out, pos = [], 0
     for n in lengths:
         ids = [1000 * (doc_no + 1) + pos + k for k in range(n)]
         out.append((ids, [k % 2 == 0 for k in range(n)]))
         pos += n
-    return out
+    return Doc.from_sentences(out)
+
+
+def _albert_truncate(a: list[int], b: list[int], max_tokens: int, coins: list[bool]) -> None:
+    """google-research/albert's truncate_seq_pair, with its coin flips given."""
+    step = 0
+    while len(a) + len(b) > max_tokens:
+        trunc = a if len(a) > len(b) else b
+        if coins[step]:
+            del trunc[0]
+        else:
+            trunc.pop()
+        step += 1
+
+
+def test_trim_counts_matches_albert_truncation() -> None:
+    rng = np.random.default_rng(8)
+    for _ in range(3000):
+        la, lb = int(rng.integers(1, 90)), int(rng.integers(1, 90))
+        max_tokens = int(rng.integers(2, 130))
+        coins = rng.random(max(0, la + lb - max_tokens)) < 0.5
+        a, b = list(range(la)), list(range(100, 100 + lb))
+        _albert_truncate(a, b, max_tokens, coins.tolist())
+        fa, ba, fb, bb = trim_counts(la, lb, max_tokens, coins)
+        assert a == list(range(la))[fa : la - ba] and b == list(range(100, 100 + lb))[fb : lb - bb]
 
 
 def test_instances_structure_sop_and_no_cross_document() -> None:
@@ -263,7 +289,13 @@ def test_single_sentence_split_at_word_boundary_and_tiny_dropped() -> None:
         c = Counters()
         insts = list(
             document_instances(
-                [(ids, ws)], rng, max_seq_len=32, short_seq_prob=0, cls_id=2, sep_id=3, counters=c
+                Doc.from_sentences([(ids, ws)]),
+                rng,
+                max_seq_len=32,
+                short_seq_prob=0,
+                cls_id=2,
+                sep_id=3,
+                counters=c,
             )
         )
         assert len(insts) == 1 and c.single_sentence_split == 1
@@ -277,7 +309,13 @@ def test_single_sentence_split_at_word_boundary_and_tiny_dropped() -> None:
     c2 = Counters()
     assert not list(
         document_instances(
-            [([7], [True])], rng, max_seq_len=32, short_seq_prob=0, cls_id=2, sep_id=3, counters=c2
+            Doc.from_sentences([([7], [True])]),
+            rng,
+            max_seq_len=32,
+            short_seq_prob=0,
+            cls_id=2,
+            sep_id=3,
+            counters=c2,
         )
     )
     assert c2.dropped_too_short == 1
@@ -290,7 +328,13 @@ def test_long_sentence_is_cut_not_lost() -> None:
     c = Counters()
     insts = list(
         document_instances(
-            [(ids, ws)], rng, max_seq_len=64, short_seq_prob=0, cls_id=2, sep_id=3, counters=c
+            Doc.from_sentences([(ids, ws)]),
+            rng,
+            max_seq_len=64,
+            short_seq_prob=0,
+            cls_id=2,
+            sep_id=3,
+            counters=c,
         )
     )
     assert c.long_sentences_split == 1
