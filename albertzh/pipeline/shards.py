@@ -53,6 +53,7 @@ from albertzh.pipeline.masking import MaskingOptions, mask_batch
 STAGE = "make-shards"
 INPUT_STAGE = "segment"
 WORDS_COLUMNS: dict[str, pa.DataType] = {
+    "doc_id": pa.string(),
     "sentences": pa.list_(pa.string()),
     "word_lens": pa.list_(pa.list_(pa.int32())),
 }
@@ -178,6 +179,15 @@ def continuation_table(tok: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- word alignment
 
 
+def segment_sums(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """``out[i] = values[offsets[i]:offsets[i + 1]].sum()`` (0 for empty segments)."""
+    out = np.zeros(len(offsets) - 1, dtype=np.int64)
+    nonempty = offsets[:-1] < offsets[1:]
+    if values.size and nonempty.any():
+        out[nonempty] = np.add.reduceat(values, offsets[:-1][nonempty])
+    return out
+
+
 def align_sentences(
     tok: Any,
     is_cont: np.ndarray,
@@ -211,18 +221,15 @@ def align_sentences(
 
     # Character positions are made global by laying the sentences end to end; the word lengths
     # of a sentence add up to its length, so their running sum gives global word starts.
-    sent_chars = np.add.reduceat(lens_flat, lens_offsets[:-1]) if lens_flat.size else None
     char_base = np.zeros(len(encs) + 1, dtype=np.int64)
-    if sent_chars is not None:
-        empty = lens_offsets[:-1] == lens_offsets[1:]
-        sent_chars = np.where(empty, 0, sent_chars)
-        np.cumsum(sent_chars, out=char_base[1:])
+    np.cumsum(segment_sums(lens_flat, lens_offsets), out=char_base[1:])
     word_start_mark = np.zeros(int(char_base[-1]) + 1, dtype=bool)
     word_start_mark[np.cumsum(lens_flat) - lens_flat] = True
 
     sent_of_tok = np.repeat(np.arange(len(encs)), counts)
     gstart = char_base[sent_of_tok] + starts
     ws = word_start_mark[np.minimum(gstart, word_start_mark.size - 1)] & ~is_cont[ids]
+    ws &= gstart < char_base[sent_of_tok + 1]  # a zero-width piece at the very end starts nothing
     same_as_prev = np.zeros(n, dtype=bool)
     same_as_prev[1:] = gstart[1:] == gstart[:-1]
     ws &= ~same_as_prev
@@ -527,10 +534,7 @@ def _docs_of_batch(batch: pa.RecordBatch, source: str, tok: Any, is_cont: np.nda
     lens_flat = inner.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
     l_off = l_off - l_off[0]
     sent_len = pc.utf8_length(flat_sent).to_numpy(zero_copy_only=False).astype(np.int64)
-    sums = np.zeros(len(sent_len), dtype=np.int64)
-    nonempty = l_off[:-1] < l_off[1:]
-    if lens_flat.size:
-        sums[nonempty] = np.add.reduceat(lens_flat, l_off[:-1][nonempty])
+    sums = segment_sums(lens_flat, l_off)
     if (lens_flat < 0).any():
         raise DatasetError(f"{source}: column 'word_lens' holds negative lengths")
     if not np.array_equal(sums, sent_len):

@@ -108,6 +108,9 @@ def test_alignment_specials_in_text_become_unk(tok) -> None:
     ((ids, ws),) = align_words(tok, ["我[MASK]你"], [[1, 6, 1]])
     assert tok.mask_id not in ids and tok.unk_id in ids
     assert len(ids) == len(ws) and ws[0]
+    # Empty sentences (also trailing ones) give no tokens and do not shift the others.
+    got = align_words(tok, ["", "我们", "", "很好", ""], [[], [2], [], [1, 1], []])
+    assert [ws for _, ws in got] == [[], [True, False], [], [True, True], []]
 
 
 def check_units(tok, sents: list[str], words: list[list[str]]) -> int:
