@@ -418,7 +418,8 @@ def _finish_unit(
     out: Path, index: int, unit: Unit, staging: str, stats: dict[str, Any], dedup: Deduper
 ) -> dict[str, Any]:
     """Decide duplicates for one staged unit, then stream its kept rows into part ``index``."""
-    reader = pa.ipc.open_file(pa.memory_map(staging))
+    # Plain reads, not a memory map: mapped pages would count in RSS for the whole unit.
+    reader = pa.ipc.open_file(pa.OSFile(staging))
     near = dedup.cfg.near_dup
     keep: list[pa.BooleanArray] = []  # one bit per document, whatever the unit's size
     dropped: Counter[str] = Counter()
