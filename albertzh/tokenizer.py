@@ -332,6 +332,19 @@ def albert_normalize(
     return norm, starts, ends
 
 
+def _user_defined_pieces(model_file: Path) -> list[str]:
+    """Control and user-defined pieces of an spm model (what transformers adds as added
+    tokens); read from the model proto when protobuf is available."""
+    try:
+        from sentencepiece import sentencepiece_model_pb2 as pb
+
+        proto = pb.ModelProto()
+        proto.ParseFromString(Path(model_file).read_bytes())
+    except Exception:  # no protobuf: the five special tokens only
+        return []
+    return [p.piece for p in proto.pieces if p.type in (3, 4)]  # CONTROL, USER_DEFINED
+
+
 class SentencePieceTokenizer(Tokenizer):
     """A ``spiece.model`` through the ``sentencepiece`` library, pre-normalised like
     ``transformers.AlbertTokenizer`` (\\`\\` and '' to ", NFKD + accent stripping unless
@@ -381,32 +394,37 @@ class SentencePieceTokenizer(Tokenizer):
         return albert_normalize(text, self.do_lower_case, self.keep_accents)
 
     def _split_special(self, text: str) -> list[tuple[int, int, int | None]]:
-        """Spans of ``text``: special tokens written in it (kept whole, as HF added tokens
-        are) and the plain stretches between them."""
-        if "[" not in text and "<" not in text:
+        """Spans of ``text``: special and user-defined symbols written in it (kept whole and
+        matched before normalisation, as HF added tokens are) and the plain stretches between."""
+        rx, by_text, firsts = self._symbols()
+        if not any(c in text for c in firsts):
             return [(0, len(text), None)]
         spans: list[tuple[int, int, int | None]] = []
         last = 0
-        for m in self._special_re.finditer(text):
+        for m in rx.finditer(text):
             if m.start() > last:
                 spans.append((last, m.start(), None))
-            spans.append((m.start(), m.end(), self._special_by_text[m.group()]))
+            spans.append((m.start(), m.end(), by_text[m.group()]))
             last = m.end()
         if last < len(text) or not spans:
             spans.append((last, len(text), None))
         return spans
 
-    @property
-    def _special_re(self) -> Any:
-        if not hasattr(self, "_sre"):
+    def _symbols(self) -> tuple[Any, dict[str, int], set[str]]:
+        if not hasattr(self, "_sym"):
             import re
 
-            self._special_by_text = {
-                tok: self._special[role] for role, tok in self.special_tokens.items()
-            }
-            alts = sorted(self._special_by_text, key=len, reverse=True)
-            self._sre = re.compile("|".join(re.escape(t) for t in alts))
-        return self._sre
+            by_text = {tok: self._special[role] for role, tok in self.special_tokens.items()}
+            for piece in _user_defined_pieces(self.vocab_file):
+                by_text.setdefault(piece, self._sp.piece_to_id(piece))
+            by_text = {t: i for t, i in by_text.items() if t}
+            alts = sorted(by_text, key=len, reverse=True)
+            self._sym = (
+                re.compile("|".join(re.escape(t) for t in alts)),
+                by_text,
+                {t[0] for t in by_text},
+            )
+        return self._sym
 
     def encode(self, text: str) -> Encoding:
         return self.encode_batch([text])[0]
@@ -481,7 +499,8 @@ class SentencePieceTokenizer(Tokenizer):
         drop = {self.pad_id, self.cls_id, self.sep_id} if skip_special_tokens else set()
         pieces = [self._sp.id_to_piece(int(i)) for i in ids if int(i) not in drop]
         text = "".join(pieces).replace("\u2581", " ").strip()
-        # spm joins pieces as they are; remove the spaces it put between CJK characters.
+        # spm marks word starts with spaces; keep one only between two ASCII characters
+        # (Latin words, numbers), not around Chinese or full-width text.
         chars = list(text)
         keep = [
             c
@@ -489,7 +508,7 @@ class SentencePieceTokenizer(Tokenizer):
             if not (
                 c == " "
                 and 0 < k < len(chars) - 1
-                and (is_cjk(chars[k - 1]) or is_cjk(chars[k + 1]))
+                and not (chars[k - 1].isascii() and chars[k + 1].isascii())
             )
         ]
         return "".join(keep)

@@ -23,6 +23,7 @@ It is built in a temp directory and renamed into place, so it is never half-writ
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import time
@@ -128,7 +129,11 @@ class VocabConfig(StageConfig):
         description="sentencepiece: train on at most this many sentences (sampled with --seed); 0 = all.",
     )
     seed: int = Field(42, description="Random seed (spm sentence sampling and training).")
-    threads: int = Field(2, ge=1, description="Trainer threads (the result does not depend on it).")
+    threads: int = Field(
+        4,
+        ge=1,
+        description="sentencepiece: trainer threads; the same --threads and --seed give a byte-identical model (unigram scores depend on the thread count).",
+    )
     coverage_sentences: int = Field(
         20_000, ge=0, description="Sentences of the corpus used for the coverage figures."
     )
@@ -214,7 +219,10 @@ def learn_wordpiece(words: Counter, size: int, min_freq: int) -> list[str]:
     trainer = trainers.WordPieceTrainer(
         vocab_size=size + 1,  # + the [UNK] the model needs, removed below
         min_frequency=min_freq,
-        special_tokens=["[UNK]"],
+        # The trainer numbers "##x" symbols in the order it meets them in a hash map, and
+        # breaks ties between equally frequent merges by those numbers; naming every "##x"
+        # up front (sorted) fixes the numbering, so the result is the same on every run.
+        special_tokens=["[UNK]", *sorted({"##" + c for w in words for c in w[1:]})],
         continuing_subword_prefix="##",
         show_progress=False,
     )
@@ -317,6 +325,7 @@ def train_sentencepiece(parts: list[Path], config: VocabConfig, out: Path) -> di
         raise ConfigError("--user-symbols: symbols must be non-empty and have no spaces")
     spm.set_random_generator_seed(config.seed)
     count = {"sentences": 0}
+    model = io.BytesIO()
 
     def sentences() -> Iterator[str]:
         for s in _spm_sentences(parts, config):
@@ -325,7 +334,9 @@ def train_sentencepiece(parts: list[Path], config: VocabConfig, out: Path) -> di
 
     kwargs: dict[str, Any] = {
         "sentence_iterator": sentences(),
-        "model_prefix": str(out / "spiece"),
+        # Written to memory: a model_prefix path would be recorded in the model (and the
+        # model would differ with the output directory's name).
+        "model_writer": model,
         "vocab_size": config.vocab_size,
         "model_type": config.model_type,
         "character_coverage": config.character_coverage,
@@ -349,12 +360,13 @@ def train_sentencepiece(parts: list[Path], config: VocabConfig, out: Path) -> di
         spm.SentencePieceTrainer.train(**kwargs)
     except RuntimeError as exc:
         msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        msg = msg.split("] ", 1)[-1]  # drop spm's "INTERNAL: file.cc(744) [check]" prefix
         if "vocab_size" in msg.lower() or "vocabulary size" in msg.lower():
             raise ConfigError(
                 f"--vocab-size {config.vocab_size}: sentencepiece refused it for this corpus ({msg})"
             ) from exc
         raise InputError(f"{config.input}: sentencepiece training failed ({msg})") from exc
-    (out / "spiece.vocab").unlink(missing_ok=True)
+    ds.atomic_write_bytes(out / SPIECE, model.getvalue())
     return {"sentences": count["sentences"], "user_symbols": list(config.user_symbols)}
 
 
