@@ -171,3 +171,18 @@ def test_stdin_with_files_and_workers(tmp_path: Path) -> None:
     assert (s["rows_in"], s["rows_out"], s["dropped"]) == (4, 3, {"duplicate": 1})
     sources = [pq.read_table(p).column("source").to_pylist() for p in ds.part_paths(out)]
     assert sources == [[str(a)], ["-"], [str(b)]]
+
+
+def test_config_file_and_flag_override(tmp_path: Path) -> None:
+    src = tmp_path / "a.txt"
+    src.write_text("\n".join(DOCS) + "\n", encoding="utf-8")
+    cfg = tmp_path / "clean.yaml"
+    cfg.write_text(f"inputs: [{src}]\nmin-chars: 100\nurls: drop\ndoc_sep: blank\n")
+    r = _clean("--config", str(cfg), "-o", str(tmp_path / "d"), "--print-config")
+    assert r.exit_code == 0, r.output
+    resolved = json.loads(r.stdout)
+    assert (resolved["min_chars"], resolved["urls"], resolved["doc_sep"]) == (100, "drop", "blank")
+    r = _clean("--config", str(cfg), "-o", str(tmp_path / "d"), "--min-chars", "10", "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["rows_in"] == 1 and s["rows_out"] == 1  # one blank-separated doc, long enough
