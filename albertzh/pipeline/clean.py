@@ -123,10 +123,10 @@ class CleanConfig(CorpusStageConfig):
     min_chars: int = Field(
         10, ge=0, description="Drop documents shorter than this many characters (too_short)."
     )
-    max_chars: int | None = Field(
+    max_chars: int = Field(
         100_000,
-        ge=1,
-        description="Drop documents longer than this many characters (too_long).",
+        ge=0,
+        description="Drop documents longer than this many characters (too_long); 0 = no limit.",
     )
     min_chinese_ratio: float = Field(
         0.3,
@@ -138,7 +138,7 @@ class CleanConfig(CorpusStageConfig):
         0.3,
         gt=0,
         le=1,
-        description="Drop documents where one letter/ideograph is more than this share of all letters/ideographs (char_spam); 1 = off.",
+        description="Drop documents where one letter (CJK ideograph or a-z) is more than this share of all letters (char_spam); 1 = off.",
     )
     max_char_run: int = Field(
         10,
@@ -171,7 +171,7 @@ class CleanConfig(CorpusStageConfig):
 
     @model_validator(mode="after")
     def _check_lengths(self) -> CleanConfig:
-        if self.max_chars is not None and self.max_chars < self.min_chars:
+        if self.max_chars and self.max_chars < self.min_chars:
             raise ValueError(
                 f"--max-chars {self.max_chars} must not be smaller than --min-chars {self.min_chars}"
             )

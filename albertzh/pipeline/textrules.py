@@ -206,8 +206,8 @@ def too_short(text: str, min_chars: int) -> str | None:
 
 
 def too_long(text: str, max_chars: int | None) -> str | None:
-    """``too_long`` when the document has more than ``max_chars`` characters."""
-    if max_chars is None:
+    """``too_long`` when the document has more than ``max_chars`` characters (0/None: no limit)."""
+    if not max_chars:
         return None
     return "too_long" if len(text) - text.count("\n") > max_chars else None
 

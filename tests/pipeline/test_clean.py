@@ -117,7 +117,7 @@ def test_filters_drop_with_named_reason(text: str, kw: dict[str, Any], reason: s
     "text,kw",
     [
         ("太短了。", {"min_chars": 2}),
-        ("".join(GOOD), {"max_chars": None}),
+        ("".join(GOOD), {"max_chars": 0}),
         ("This is English text with 一点 Chinese.", {"min_chinese_ratio": 0.0}),
         ("这家餐厅的菜很好吃。" * 3, {"max_repeated_lines": 1.0}),
         ("太好笑了哈哈哈哈哈哈哈哈哈哈哈哈", {"max_char_run": 20}),

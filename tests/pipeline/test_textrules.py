@@ -82,6 +82,7 @@ def test_too_short_and_too_long() -> None:
     assert tr.too_long("很长" * 6, 10) == "too_long"
     assert tr.too_long("很长" * 5, 10) is None
     assert tr.too_long("很长" * 500, None) is None
+    assert tr.too_long("很长" * 500, 0) is None
 
 
 def test_low_chinese_ratio() -> None:
