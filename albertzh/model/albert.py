@@ -111,18 +111,31 @@ class AlbertAttention(nn.Module):
         x: torch.Tensor,
         mask: torch.Tensor | None,
         qkv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, H = x.shape
+        nh, hd = self.num_heads, H // self.num_heads
         weight, bias = qkv if qkv is not None else self.qkv_weights()
-        q, k, v = (
-            F.linear(x, weight, bias)  # [B, T, 3H]: one matmul instead of three
-            .view(B, T, 3, self.num_heads, H // self.num_heads)
-            .permute(2, 0, 3, 1, 4)  # [3, B, nh, T, hd]
-            .unbind(0)
-        )
+        if rows is None:
+            q, k, v = (
+                F.linear(x, weight, bias)  # [B, T, 3H]: one matmul instead of three
+                .view(B, T, 3, nh, hd)
+                .permute(2, 0, 3, 1, 4)  # [3, B, nh, T, hd]
+                .unbind(0)
+            )
+        else:
+            # Only `rows` are used downstream: keys/values from every token, queries from rows.
+            k, v = (
+                F.linear(x, weight[H:], bias[H:])  # [B, T, 2H]
+                .view(B, T, 2, nh, hd)
+                .permute(2, 0, 3, 1, 4)  # [2, B, nh, T, hd]
+                .unbind(0)
+            )
+            x = torch.gather(x, 1, rows[:, :, None].expand(-1, -1, H))  # [B, K, H]
+            q = F.linear(x, weight[:H], bias[:H]).view(B, -1, nh, hd).transpose(1, 2)
         p = self.attn_dropout_p if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # [B, nh, T, hd]
-        y = y.transpose(1, 2).reshape(B, T, H)  # [B, T, H]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # [B, nh, K, hd]
+        y = y.transpose(1, 2).reshape(B, -1, H)  # [B, K, H] (K = T without rows)
         y = _dropout(self.dense(y), self.dropout_p, self.training)
         return self.LayerNorm(x + y)
 
@@ -144,8 +157,9 @@ class AlbertLayer(nn.Module):
         x: torch.Tensor,
         mask: torch.Tensor | None,
         qkv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = self.attention(x, mask, qkv)  # [B, T, H]
+        x = self.attention(x, mask, qkv, rows)  # [B, T, H], or [B, K, H] at `rows`
         h = self.ffn_output(self.act(self.ffn(x)))  # [B, T, I] -> [B, T, H]
         # Google's ALBERT drops out the FFN output before the residual (HF skips it; p=0 anyway).
         return self.full_layer_layer_norm(x + _dropout(h, self.dropout_p, self.training))
@@ -172,17 +186,26 @@ class AlbertTransformer(nn.Module):
         # Layer i uses group int(i / (L / G)) -- HF's formula, kept float-exact.
         self.group_of_layer = [int(i / (L / G)) for i in range(L)]
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Hidden states [B, T, H]; only at ``rows`` ([B, K] token indices) when given."""
         x = self.embedding_hidden_mapping_in(x)  # [B, T, E] -> [B, T, H]
         # Layers are shared, so fuse each layer's QKV weights once per forward, not per use.
         fused = [
             [layer.attention.qkv_weights() for layer in group.albert_layers]
             for group in self.albert_layer_groups
         ]
-        for g in self.group_of_layer:
-            for layer, qkv in zip(self.albert_layer_groups[g].albert_layers, fused[g], strict=True):
-                x = layer(x, mask, qkv)
-        return x
+        steps = [
+            (layer, qkv)
+            for g in self.group_of_layer
+            for layer, qkv in zip(self.albert_layer_groups[g].albert_layers, fused[g], strict=True)
+        ]
+        for layer, qkv in steps[:-1]:
+            x = layer(x, mask, qkv)
+        # Nothing reads the other rows after the last layer: compute it only where needed.
+        layer, qkv = steps[-1]
+        return layer(x, mask, qkv, rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,13 +283,20 @@ class AlbertModel(AlbertPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        output_positions: torch.Tensor | None = None,
     ) -> AlbertModelOutput:
+        """``output_positions`` ([B, P] token indices): return hidden states only there
+        ([B, P, H]), skipping the last layer's work elsewhere. The pooler still sees [CLS]."""
         x = self.embeddings(input_ids, token_type_ids)  # [B, T, E]
         # Padding mask for SDPA: True = may attend; [B, 1, 1, T] broadcasts over heads and queries.
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
-        h = self.encoder(x, mask)  # [B, T, H]
-        pooled = torch.tanh(self.pooler(h[:, 0]))  # [B, H] from the [CLS] token
-        return AlbertModelOutput(last_hidden_state=h, pooler_output=pooled)
+        if output_positions is None:
+            h = self.encoder(x, mask)  # [B, T, H]
+            return AlbertModelOutput(h, torch.tanh(self.pooler(h[:, 0])))  # pooled [CLS]: [B, H]
+        cls = torch.zeros_like(output_positions[:, :1])
+        rows = torch.cat([cls, output_positions], dim=1).long()  # [B, 1 + P]
+        h = self.encoder(x, mask, rows)  # [B, 1 + P, H]
+        return AlbertModelOutput(h[:, 1:], torch.tanh(self.pooler(h[:, 0])))
 
 
 class AlbertMLMHead(nn.Module):
@@ -318,12 +348,14 @@ class AlbertForPretraining(AlbertPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         masked_positions: torch.Tensor | None = None,
     ) -> AlbertPretrainingOutput:
-        out = self.albert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        h = out.last_hidden_state  # [B, T, H]
-        if masked_positions is not None:
-            # Gather before the head: the H -> E -> V projection runs on P, not T, tokens.
-            index = masked_positions.long()[:, :, None].expand(-1, -1, h.shape[-1])  # [B, P, H]
-            h = torch.gather(h, 1, index)  # [B, P, H]
+        # With masked positions, the last layer and the H -> E -> V head run on P, not T, tokens.
+        out = self.albert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            output_positions=masked_positions,
+        )
+        h = out.last_hidden_state  # [B, P, H] at masked_positions, else [B, T, H]
         mlm_logits = self.predictions(h, self.albert.embeddings.word_embeddings.weight)
         sop_logits = self.sop_classifier(out.pooler_output)
         return AlbertPretrainingOutput(mlm_logits=mlm_logits, sop_logits=sop_logits)

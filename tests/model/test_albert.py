@@ -60,6 +60,23 @@ def test_output_shapes() -> None:
     assert clf(input_ids=x).logits.shape == (2, 5)
 
 
+@pytest.mark.parametrize("inner", [1, 2])
+def test_output_positions_skip_work_but_match_full(inner: int) -> None:
+    torch.manual_seed(0)
+    model = AlbertModel(tiny(num_hidden_layers=3, inner_group_num=inner)).eval()
+    x = ids(3, 10)
+    mask = torch.ones_like(x)
+    mask[2, 6:] = 0
+    positions = torch.tensor([[1, 2], [9, 0], [5, 3]])
+    with torch.no_grad():
+        full = model(input_ids=x, attention_mask=mask)
+        part = model(input_ids=x, attention_mask=mask, output_positions=positions)
+    want = torch.gather(full.last_hidden_state, 1, positions[..., None].expand(-1, -1, 16))
+    assert part.last_hidden_state.shape == (3, 2, 16)
+    assert torch.allclose(part.last_hidden_state, want, atol=1e-5)
+    assert torch.allclose(part.pooler_output, full.pooler_output, atol=1e-5)
+
+
 def test_group_index_follows_hf_formula() -> None:
     model = AlbertModel(tiny(num_hidden_layers=12, num_hidden_groups=3))
     assert model.encoder.group_of_layer == [0] * 4 + [1] * 4 + [2] * 4

@@ -153,6 +153,25 @@ def test_gradients_match_hf_for_one_backward(tmp_path) -> None:
     assert checked == len(list(ours.parameters())) > 20
 
 
+def test_gradients_at_masked_positions_match_hf_full_logits(tmp_path) -> None:
+    cfg = small_config(num_hidden_layers=3, inner_group_num=2)
+    hf = transformers.AlbertForPreTraining(hf_config(cfg)).eval()
+    randomize(hf, seed=12)
+    hf.save_pretrained(tmp_path)
+    ours = AlbertForPretraining.from_pretrained(tmp_path).eval()
+    inputs = batch(cfg, seed=13)
+    positions = torch.tensor([[1, 3, 4], [2, 5, 6], [0, 8, 9]])
+    targets = torch.gather(inputs["input_ids"], 1, positions)
+    sop = torch.tensor([0, 1, 1])
+    labels = torch.full_like(inputs["input_ids"], -100).scatter(1, positions, targets)
+    hf(**inputs, labels=labels, sentence_order_label=sop).loss.backward()
+    out = ours(**inputs, masked_positions=positions)
+    loss = torch.nn.functional.cross_entropy(out.mlm_logits.flatten(0, 1), targets.flatten())
+    (loss + torch.nn.functional.cross_entropy(out.sop_logits, sop)).backward()
+    for name, p in ours.named_parameters():
+        assert torch.allclose(p.grad, hf.get_parameter(name).grad, atol=1e-5, rtol=1e-4), name
+
+
 @pytest.mark.parametrize(
     ("num_labels", "problem_type", "pair"),
     [(3, None, True), (2, "single_label_classification", False), (1, "regression", True)],
