@@ -402,6 +402,8 @@ class Deduper:
 
     def absorb_part(self, path: Path) -> None:
         """Remember the documents of an already complete part (for --resume)."""
+        if not self.cfg.dedup and self.lsh is None:
+            return
         for batch in ds.iter_batches(path, ["doc_id", "text"]):
             for doc_id, text in zip(
                 batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True
