@@ -91,7 +91,8 @@ class SegmentConfig(CorpusStageConfig):
 _TAG = re.compile(r"^[A-Za-z]+$")
 # jieba's finalseg: how an out-of-dictionary run of non-Chinese characters is split.
 _ENG_RUN = re.compile(r"([a-zA-Z0-9]+(?:\.\d+)?%?)")
-_ASCII_RUN = re.compile(r"[a-zA-Z0-9+#&._%\-]{2,}")
+# A run jieba might split has one of +#&._%- next to another run character.
+_SPLIT_HINT = re.compile(r"[a-zA-Z0-9+#&._%\-][+#&._%\-]|[+#&._%\-][a-zA-Z0-9+#&._%\-]")
 
 
 def read_user_dict(path: Path) -> list[tuple[str, int | None, str | None]]:
@@ -187,20 +188,25 @@ class Segmenter:
         so "4220-4230" -> "4220", "-", "4230" and "4.2k" -> "4.2", "k"; rjieba 0.2 keeps
         such a run as one word. Words in the dictionary (user dict included) stay whole.
         """
-        if not any(not _ENG_RUN.fullmatch(m.group()) for m in _ASCII_RUN.finditer(text)):
-            return words  # no run that jieba would split: nothing to do
-        out: list[str] | None = None
-        for k, w in enumerate(words):
-            if len(w) > 1 and w.isascii() and not _ENG_RUN.fullmatch(w) and not w.isspace():
-                pieces = [x for x in _ENG_RUN.split(w) if x]
-                if len(pieces) > 1 and not self._jieba.has_word(w):
-                    if out is None:
-                        out = words[:k]
-                    out.extend(pieces)
-                    continue
-            if out is not None:
+        if not _SPLIT_HINT.search(text):
+            return words  # only plain letter/digit runs: nothing jieba would split
+        ascii_words = {w for w in words if len(w) > 1 and w.isascii()}
+        bad = {
+            w
+            for w in ascii_words
+            if not _ENG_RUN.fullmatch(w)
+            and sum(1 for x in _ENG_RUN.split(w) if x) > 1
+            and not self._jieba.has_word(w)
+        }
+        if not bad:
+            return words
+        out: list[str] = []
+        for w in words:
+            if w in bad:
+                out.extend(x for x in _ENG_RUN.split(w) if x)
+            else:
                 out.append(w)
-        return words if out is None else out
+        return out
 
     def split_doc(self, text: str) -> list[tuple[str, list[int]]]:
         """Sentences of a document (its "\\n"-separated lines, empty ones skipped) with the
