@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -51,7 +53,8 @@ def _predict(
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         raise fail("interrupted", code=130) from None
-    except BrokenPipeError:  # `albertzh predict ... | head`
+    except BrokenPipeError:  # `albertzh predict ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no noise at exit
         raise typer.Exit(0) from None
     if not quiet:
         f = summary.figures

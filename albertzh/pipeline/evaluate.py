@@ -87,14 +87,16 @@ def write_predictions(path: Path, records: list[dict[str, Any]]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _task_for_model(cfg: EvalConfig, labels: list[str], regression: bool) -> T.Task:
-    task = T.get_task(
-        cfg.task or "",
-        text_a=cfg.text_a,
-        text_b=cfg.text_b,
-        label=cfg.label,
-        regression=cfg.regression,
-    )
+def _task_for_model(
+    cfg: EvalConfig, labels: list[str], regression: bool, meta: dict[str, Any]
+) -> T.Task:
+    fields = {"text_a": cfg.text_a, "text_b": cfg.text_b, "label": cfg.label}
+    reg = cfg.regression
+    if cfg.task == "generic" and not cfg.text_a and meta.get("task") == "generic":
+        # The field names the model was finetuned with.
+        fields = {k: (meta.get("fields") or {}).get(k) for k in fields}
+        reg = bool(meta.get("regression"))
+    task = T.get_task(cfg.task or "", regression=reg, **fields)
     if task.regression != regression:
         kind = "a regression" if regression else "a classification"
         raise ConfigError(f"--model: {cfg.model} is {kind} model but --task {task.name} is not")
@@ -114,7 +116,7 @@ def run_task(cfg: EvalConfig) -> EvalSummary:
     clf = load_classifier(
         cfg.model, device=cfg.device, precision=cfg.precision, max_seq_len=cfg.max_seq_len
     )
-    task = _task_for_model(cfg, clf.labels, clf.regression)
+    task = _task_for_model(cfg, clf.labels, clf.regression, clf.meta)
     path = T.split_file(task, cfg.data_dir, cfg.split)
     examples = T.read_examples(task, path, labels=clf.labels or None)
     pairs = [(e.text_a, e.text_b) for e in examples]

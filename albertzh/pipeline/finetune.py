@@ -299,7 +299,7 @@ def run(cfg: FinetuneConfig) -> Summary:
             "task": task.name,
             "labels": list(task.labels or ()),
             "regression": task.regression,
-            "text_fields": [task.text_a, task.text_b],
+            "fields": {"text_a": task.text_a, "text_b": task.text_b, "label": task.label},
             "max_seq_len": cfg.max_seq_len,
             "base_model": str(cfg.model),
             "random_init": cfg.random_init,

@@ -222,11 +222,18 @@ def test_generic_pair_regression(tmp_path: Path, trained: dict) -> None:
     )
     assert "best_dev_pearson" in s.figures
     cfg = json.loads((tmp_path / "o" / "config.json").read_text())
-    assert (
-        cfg["problem_type"] == "regression" and cfg["num_labels"] == 1
-        if "num_labels" in cfg
-        else True
+    assert cfg["problem_type"] == "regression" and len(cfg["id2label"]) == 1
+    # eval finds the generic field names (and regression) in the model dir
+    from albertzh.pipeline import evaluate as ev
+
+    preds = tmp_path / "p.jsonl"
+    e = ev.run(
+        ev.EvalConfig(
+            task="generic", model=tmp_path / "o", data_dir=data, device="cpu", predictions=preds
+        )
     )
+    assert e.figures["pearson"] == pytest.approx(s.figures["best_dev_pearson"], abs=1e-5)
+    assert all(set(json.loads(x)) == {"line", "score"} for x in preds.read_text().splitlines())
     assert "id2label" not in cfg or len(cfg["id2label"]) == 1
 
 
