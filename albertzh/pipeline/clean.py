@@ -132,13 +132,13 @@ class CleanConfig(CorpusStageConfig):
         0.3,
         ge=0,
         le=1,
-        description="Drop documents where fewer than this share of characters are Chinese (low_chinese_ratio).",
+        description="Drop documents where fewer than this share of the letters are Chinese ideographs; digits and punctuation do not count (low_chinese_ratio).",
     )
     max_char_fraction: float = Field(
         0.3,
         gt=0,
         le=1,
-        description="Drop documents where one letter (CJK ideograph or a-z) is more than this share of all letters (char_spam); 1 = off.",
+        description="Drop documents where one letter (ideograph, a-z, ...) is more than this share of all letters (char_spam); 1 = off.",
     )
     max_char_run: int = Field(
         10,

@@ -67,6 +67,18 @@ _SENT_END = re.compile(rf"(?:[。！？!?；…]|\.{{3,}}|\.(?=\s))+[{re.escape(
 
 # CJK ideographs: Extension A + the basic block (with the 64 Yijing symbols between them),
 # compatibility ideographs, planes 2-3.
+# Letters of other scripts: Latin-1/Extended-A/B, Greek + Cyrillic, kana, Hangul syllables.
+_OTHER_LETTER_RANGES = tuple(
+    (np.uint32(lo), np.uint32(hi))
+    for lo, hi in (
+        (0xC0, 0xD6),  # Latin-1 letters, without × (D7) and ÷ (F7)
+        (0xD8, 0xF6),
+        (0xF8, 0x24F),
+        (0x370, 0x52F),
+        (0x3040, 0x30FF),
+        (0xAC00, 0xD7AF),
+    )
+)
 _CJK_RANGES = tuple(
     (np.uint32(lo), np.uint32(hi))
     for lo, hi in ((0x3400, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3134F))
@@ -191,13 +203,22 @@ def _cjk_mask(cps: np.ndarray) -> np.ndarray:
     return mask
 
 
+def _letter_mask(cps: np.ndarray, cjk: np.ndarray) -> np.ndarray:
+    """CJK ideographs plus the letters of other common scripts (Latin, Greek, Cyrillic, kana,
+    Hangul); digits, punctuation and symbols are not letters."""
+    mask = cjk | ((cps | 0x20) - np.uint32(ord("a")) <= 25)
+    for lo, hi in _OTHER_LETTER_RANGES:
+        mask |= cps - lo <= hi - lo
+    return mask
+
+
 def chinese_ratio(text: str) -> float:
-    """Share of CJK ideographs among the non-whitespace characters."""
-    visible = len(text) - text.count(" ") - text.count("\n") - text.count("\t")
-    if visible <= 0:
-        return 0.0
+    """Share of CJK ideographs among the letters (digits and punctuation do not count)."""
     # One vectorized pass over the code points: faster than a regex findall on long text.
-    return int(np.count_nonzero(_cjk_mask(_codepoints(text)))) / visible
+    cps = _codepoints(text)
+    cjk = _cjk_mask(cps)
+    letters = int(np.count_nonzero(_letter_mask(cps, cjk)))
+    return int(np.count_nonzero(cjk)) / letters if letters else 0.0
 
 
 def too_short(text: str, min_chars: int) -> str | None:
@@ -222,14 +243,14 @@ def low_chinese_ratio(text: str, min_ratio: float) -> str | None:
 def char_spam(text: str, max_fraction: float, min_len: int = 20) -> str | None:
     """``char_spam`` when one letter is more than ``max_fraction`` of all letters.
 
-    Letters are CJK ideographs and Latin a-z/A-Z; punctuation, digits and other symbols are not
+    Letters as in :func:`chinese_ratio`; punctuation, digits and other symbols are not
     counted, so a ``-----`` separator line or a price list does not trip it, while
     ``啊啊啊好啊啊啊啊`` does.
     """
     if max_fraction >= 1:
         return None
     cps = _codepoints(text)
-    letters = cps[_cjk_mask(cps) | ((cps | 0x20) - np.uint32(ord("a")) <= 25)]
+    letters = cps[_letter_mask(cps, _cjk_mask(cps))]
     if len(letters) < min_len:
         return None
     top = int(np.unique(letters, return_counts=True)[1].max())

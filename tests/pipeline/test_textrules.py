@@ -90,6 +90,10 @@ def test_low_chinese_ratio() -> None:
     assert tr.low_chinese_ratio("hello world 你好", 0.3) == "low_chinese_ratio"
     assert tr.low_chinese_ratio("你好世界 world", 0.3) is None
     assert tr.low_chinese_ratio("only english", 0.0) is None
+    # Digits, punctuation and symbols do not count against Chinese text.
+    assert tr.chinese_ratio("2015年10月1日，气温-5.5°C。") == pytest.approx(5 / 6)
+    assert tr.chinese_ratio("×÷ 123 ！") == 0.0
+    assert tr.chinese_ratio("Ωé你") == pytest.approx(1 / 3)
 
 
 def test_char_spam() -> None:
