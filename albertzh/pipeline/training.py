@@ -740,7 +740,7 @@ class Checkpointer:
         state_file = path / STATE_DIR / STATE_FILE
         if not state_file.is_file():
             raise InputError(f"{path}: not a complete checkpoint (no {STATE_DIR}/{STATE_FILE})")
-        blob = torch.load(state_file, map_location="cpu", weights_only=False)
+        blob = torch.load(state_file, map_location="cpu", weights_only=True)
         rank = tdist.get_rank() if rank is None and _dist_on() else (rank or 0)
         world = tdist.get_world_size() if world_size is None and _dist_on() else (world_size or 1)
         if blob["world_size"] != world:
