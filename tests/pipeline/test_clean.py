@@ -339,3 +339,16 @@ def test_output_inside_an_input_directory_is_not_read_back(tmp_path: Path) -> No
     second = run(cfg.model_copy(update={"overwrite": True}))
     assert first.figures["input_files"] == second.figures["input_files"] == 1
     assert second.figures["rows_in"] == len(GOOD)
+
+
+def test_near_dup_ngram_and_num_perm() -> None:
+    pytest.importorskip("datasketch")
+    from albertzh.pipeline.clean import minhash_values
+
+    cfg = CleanConfig(inputs=["x"], output="o", near_dup=True, near_dup_num_perm=64)
+    assert len(minhash_values("今天天气很好。", cfg)) == 64
+    # Same characters in another order: identical as 1-gram sets, different as 5-grams.
+    a, b = "今天天气很好我们去公园散步吧", "吧步散园公去们我好很气天天今"
+    one = cfg.model_copy(update={"near_dup_ngram": 1})
+    assert (minhash_values(a, one) == minhash_values(b, one)).all()
+    assert (minhash_values(a, cfg) != minhash_values(b, cfg)).any()
