@@ -104,19 +104,20 @@ class ShardsConfig(CorpusStageConfig):
         0.15,
         gt=0.0,
         le=1.0,
-        description="Fraction of tokens to mask (static; with dynamic it is recorded for pretrain).",
+        description="Fraction of tokens to mask (static; with dynamic, pretrain reads it from the manifest).",
     )
     max_predictions: int = Field(
-        20, ge=1, description="At most this many masked tokens per instance."
+        20, ge=1, description="At most this many masked tokens per instance (as --masked-lm-prob)."
     )
     ngram: int = Field(
         3,
         ge=1,
         le=10,
-        description="Mask n-grams of up to this many words, p(n) proportional to 1/n.",
+        description="Mask n-grams of up to this many words, p(n) proportional to 1/n (as --masked-lm-prob).",
     )
     whole_word: bool = Field(
-        True, description="Mask whole jieba words (--no-whole-word: single tokens)."
+        True,
+        description="Mask whole jieba words; --no-whole-word masks single tokens (as --masked-lm-prob).",
     )
     seed: int = Field(
         12345, ge=0, description="Seed of every random choice; same seed, same bytes."

@@ -444,6 +444,18 @@ def test_static_masking_with_dupe_factor(tmp_path, corpus) -> None:
     )
 
 
+def test_dynamic_dupe_factor_makes_distinct_copies(tmp_path, corpus) -> None:
+    words, vocab = corpus
+    run(_cfg(tmp_path, words, vocab, "one", max_seq_len=40))
+    run(_cfg(tmp_path, words, vocab, "two", max_seq_len=40, dupe_factor=2))
+    one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert 1.6 * len(one) < len(two) < 2.4 * len(one)
+    assert "masked_positions" not in two[0]
+    # The copies are chunked and swapped differently, not repeated.
+    key = [(tuple(r["input_ids"]), r["sop_label"]) for r in two]
+    assert len(set(key)) > 0.8 * len(key)
+
+
 def test_resume_and_sharding(tmp_path, corpus) -> None:
     words, vocab = corpus
     full = _cfg(tmp_path, words, vocab, "full")
