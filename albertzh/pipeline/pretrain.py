@@ -84,7 +84,7 @@ class PretrainConfig(tr.TrainConfig):
         None, ge=1, description="Dynamic masking: most predictions per sequence (default: shards')."
     )
     shuffle_buffer: int = Field(
-        10000, ge=1, description="Rows held in the shuffle buffer (1 = no shuffling of rows)."
+        10000, ge=1, description="Rows held in the shuffle buffer (1 = no shuffling: file order)."
     )
     length_buckets: int = Field(
         1, ge=1, description="Sort windows of N batches by length to cut padding (1 = off)."

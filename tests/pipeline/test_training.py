@@ -339,3 +339,32 @@ def test_cycle_epochs_and_averager() -> None:
     sp = tr.Speedometer(0, 10)
     info = sp.update(1, 100)
     assert info["tokens_per_s"] > 0 and info["eta_s"] >= 0
+
+
+def test_metrics_log_writes_tensorboard_when_importable(tmp_path: Path, monkeypatch) -> None:
+    import sys
+    import types
+
+    scalars: list[tuple] = []
+
+    class FakeWriter:
+        def __init__(self, log_dir: str) -> None:
+            scalars.append(("dir", log_dir))
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            scalars.append((tag, value, step))
+
+        def close(self) -> None:
+            scalars.append(("closed",))
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = FakeWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    log = tr.MetricsLog(tmp_path)
+    log.log(5, "eval", mlm_accuracy=0.25, note="text is skipped")
+    log.close()
+    assert scalars == [
+        ("dir", str(tmp_path / "tensorboard")),
+        ("eval/mlm_accuracy", 0.25, 5),
+        ("closed",),
+    ]
