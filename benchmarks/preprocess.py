@@ -9,7 +9,9 @@ on the corpus and on a ``--scale``x larger copy of it (copy k >= 1 of every docu
 - peak RSS of the stage process tree's largest process (``os.wait4`` rusage, MB);
 - the RSS ratio large/small (target: within 0.8-1.2, i.e. memory stays flat);
 - the whole pipeline's throughput against bare ``jieba.lcut`` over the same lines, timed in the
-  same run in its own process (dictionary loading excluded, which favours jieba; target >= 2x).
+  same run in its own process (dictionary loading excluded, which favours jieba; target >= 2x);
+- the batched masking of :mod:`albertzh.pipeline.masking` against an albert-style per-sequence
+  Python loop (``--masking-only`` runs just this part).
 
 Usage::
 
@@ -173,6 +175,77 @@ def print_table(small: dict, large: dict, scale: int) -> None:
         )
 
 
+def _python_masking(ids, ws, rng, budget_prob, max_pred, ngram, specials, mask_id, vocab_size):
+    """Baseline: albert-style whole-word n-gram masking, one sequence at a time in Python."""
+    import numpy as np
+
+    words: list[list[int]] = []
+    for j, t in enumerate(ids):
+        if t in specials:
+            continue
+        if ws[j] or not words or ids[j - 1] in specials:
+            words.append([j])
+        else:
+            words[-1].append(j)
+    n_pred = min(max_pred, max(1, round(sum(len(w) for w in words) * budget_prob)))
+    pvals = 1.0 / np.arange(1, ngram + 1)
+    pvals /= pvals.sum()
+    starts = list(range(len(words)))
+    rng.shuffle(starts)
+    covered: set[int] = set()
+    out = list(ids)
+    picked: list[int] = []
+    for s0 in starts:
+        if len(picked) >= n_pred:
+            break
+        top = min(ngram, len(words) - s0)
+        n = int(rng.choice(np.arange(1, top + 1), p=pvals[:top] / pvals[:top].sum()))
+        while n > 0:
+            span = [j for w in words[s0 : s0 + n] for j in w]
+            if len(picked) + len(span) <= n_pred:
+                break
+            n -= 1
+        if n == 0 or any(j in covered for j in span):
+            continue
+        for w in words[s0 : s0 + n]:
+            u = rng.random()
+            for j in w:
+                covered.add(j)
+                picked.append(j)
+                if u < 0.8:
+                    out[j] = mask_id
+                elif u < 0.9:
+                    out[j] = int(rng.integers(5, vocab_size))
+    picked.sort()
+    return out, picked, [ids[j] for j in picked]
+
+
+def bench_masking(batches: int = 20, batch_size: int = 64, seq_len: int = 128) -> dict[str, float]:
+    """CPU time of :func:`mask_batch` on padded batches and of the per-sequence Python
+    baseline (CPU time, as wall time swings with the load of a shared machine)."""
+    import numpy as np
+
+    from albertzh.pipeline.masking import MaskingOptions, mask_batch
+
+    rng = np.random.default_rng(0)
+    specials = {0, 1, 2, 3, 4}
+    ids = rng.integers(5, 21128, size=(batch_size, seq_len)).astype(np.int32)
+    ids[:, 0], ids[:, seq_len // 2], ids[:, -1] = 2, 3, 3
+    ws = rng.random((batch_size, seq_len)) < 0.6
+    opts = MaskingOptions()
+    t = time.process_time()
+    for _ in range(batches):
+        mask_batch(ids, ws, rng, opts, vocab_size=21128, mask_id=4, special_ids=specials)
+    fast = (time.process_time() - t) / batches
+    rows, wsl = ids.tolist(), ws.tolist()
+    t = time.process_time()
+    for _ in range(max(1, batches // 4)):
+        for r, w in zip(rows, wsl, strict=True):
+            _python_masking(r, w, rng, 0.15, 20, 3, specials, 4, 21128)
+    slow = (time.process_time() - t) / max(1, batches // 4)
+    return {"batch_ms": fast * 1e3, "baseline_batch_ms": slow * 1e3, "speedup": slow / fast}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
@@ -182,7 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from-vocab", type=Path, help="Pass --from-vocab FILE to build-vocab.")
     ap.add_argument("--keep", type=Path, help="Work in this directory and keep it.")
     ap.add_argument("--json", action="store_true", help="Also print all figures as JSON.")
+    ap.add_argument("--masking-only", action="store_true", help="Only time the masking.")
     args = ap.parse_args(argv)
+    if args.masking_only:
+        m = bench_masking()
+        print(
+            f"masking, 64x128 batch, CPU time: mask_batch {m['batch_ms']:.2f} ms, per-sequence "
+            f"Python baseline {m['baseline_batch_ms']:.1f} ms ({m['speedup']:.0f}x)"
+        )
+        return 0
     if not args.corpus.is_file():
         print(f"{args.corpus}: corpus not found", file=sys.stderr)
         return 2
@@ -197,8 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         small = bench_size(args.corpus, base / "x1", args)
         large = bench_size(big, base / f"x{args.scale}", args)
         print_table(small, large, args.scale)
+        masking = bench_masking()
+        print(
+            f"masking, 64x128 batch, CPU time: mask_batch {masking['batch_ms']:.2f} ms, per-sequence "
+            f"Python baseline {masking['baseline_batch_ms']:.1f} ms ({masking['speedup']:.0f}x)"
+        )
         if args.json:
-            print(json.dumps({"x1": small, f"x{args.scale}": large}, indent=2))
+            print(json.dumps({"x1": small, f"x{args.scale}": large, "masking": masking}, indent=2))
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
