@@ -187,13 +187,13 @@ def _read_unit(unit: Unit, files: dict[str, pq.ParquetFile], static: bool) -> li
         pf = files[unit.path] = pq.ParquetFile(unit.path)
     cols = list(REQUIRED_COLUMNS) + (list(STATIC_COLUMNS) if static else [])
     table = pf.read_row_group(unit.row_group, columns=cols).slice(unit.start, unit.rows)
-    ids, off = _list_column(table.column("input_ids"), np.int64)
-    tt, _ = _list_column(table.column("token_type_ids"), np.int64)
+    ids, off = _list_column(table.column("input_ids"), np.int32)
+    tt, _ = _list_column(table.column("token_type_ids"), np.int8)
     ws, _ = _list_column(table.column("word_starts"), bool)
     sop = table.column("sop_label").to_numpy()
     if static:
-        mp, moff = _list_column(table.column("masked_positions"), np.int64)
-        mi, _ = _list_column(table.column("masked_ids"), np.int64)
+        mp, moff = _list_column(table.column("masked_positions"), np.int32)
+        mi, _ = _list_column(table.column("masked_ids"), np.int32)
     rows = []
     for i in range(table.num_rows):
         a, b = off[i], off[i + 1]
