@@ -566,10 +566,11 @@ def load_tokenizer(path: Path | str) -> Tokenizer:
     else:
         raise InputError(f"{path}: no such vocab directory or file")
 
-    info = _read_json(directory / VOCAB_JSON) if (directory / VOCAB_JSON).is_file() else {}
-    cfg = (
-        _read_json(directory / TOKENIZER_CONFIG) if (directory / TOKENIZER_CONFIG).is_file() else {}
-    )
+    # The side files describe the directory's own vocab file, not any file that sits there.
+    own = file.name in (VOCAB_TXT, SPIECE)
+    info = _read_json(directory / VOCAB_JSON) if own and (directory / VOCAB_JSON).is_file() else {}
+    has_cfg = own and (directory / TOKENIZER_CONFIG).is_file()
+    cfg = _read_json(directory / TOKENIZER_CONFIG) if has_cfg else {}
     special = {}
     for role, key in _CONFIG_KEYS.items():
         tok = _token_text(cfg.get(key))

@@ -127,6 +127,9 @@ def test_cased_vocab_keeps_case(tmp_path: Path) -> None:
     t = load_tokenizer(d)
     assert t.encode("Hello hello 中").ids == [5, 6, 7]
     assert load_tokenizer(d / "vocab.txt").encode("Hello").ids == [5]
+    # Another file in that directory is read alone (default: lowercase).
+    (d / "other.txt").write_text((d / "vocab.txt").read_text())
+    assert load_tokenizer(d / "other.txt").encode("Hello").ids == [6]
 
 
 def test_load_errors_name_the_file(tmp_path: Path) -> None:
