@@ -68,7 +68,7 @@ class CleanConfig(CorpusStageConfig):
 
     inputs: list[str] = Field(
         ...,
-        description="Input files or directories (.txt, .jsonl, .json, .parquet, .gz of the text ones) or - for stdin.",
+        description="Input files or directories (.txt, .jsonl, .json, .parquet, .gz of the text ones; local paths or pyarrow filesystem URIs) or - for stdin.",
         json_schema_extra={"argument": True},
     )
     doc_sep: Literal["line", "blank"] = Field(

@@ -17,11 +17,12 @@ start inside it, so the units of a file together read every document once.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -60,10 +61,79 @@ class Unit:
         return self.file.path
 
 
+# --------------------------------------------------------------------------- file access
+
+# Inputs may also be URIs that pyarrow's filesystems understand (file://, s3://, gs://,
+# hdfs://, ... as far as this pyarrow build supports them); plain paths use the local disk.
+
+
+def _is_uri(name: str) -> bool:
+    return "://" in name
+
+
+def _fs(name: str) -> tuple[Any, str]:
+    import pyarrow.fs as pafs
+
+    try:
+        return pafs.FileSystem.from_uri(name)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+        raise InputError(f"{name}: cannot open this URI ({exc})") from None
+
+
+def _open(name: str) -> BinaryIO:
+    """A seekable binary file for a local path or a URI."""
+    if _is_uri(name):
+        fs, path = _fs(name)
+        return io.BufferedReader(fs.open_input_file(path), buffer_size=1 << 20)  # type: ignore[arg-type]
+    return open(name, "rb")
+
+
+def _size(name: str) -> int:
+    if _is_uri(name):
+        fs, path = _fs(name)
+        return fs.get_file_info(path).size
+    return Path(name).stat().st_size
+
+
+def _parquet(name: str) -> pq.ParquetFile:
+    if _is_uri(name):
+        fs, path = _fs(name)
+        return pq.ParquetFile(fs.open_input_file(path))
+    return pq.ParquetFile(name)
+
+
+def _discover_uri(name: str) -> list[InputFile]:
+    import pyarrow.fs as pafs
+
+    fs, path = _fs(name)
+    info = fs.get_file_info(path)
+    prefix = name[: name.index("://") + 3]
+    if info.type == pafs.FileType.Directory:
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        files = []
+        for i in sorted(infos, key=lambda i: i.path):
+            rel = PurePosixPath(i.path).relative_to(PurePosixPath(path)).parts
+            if i.type == pafs.FileType.File and not any(p.startswith(".") for p in rel):
+                f = _format_of(PurePosixPath(i.path), prefix + i.path)
+                if f is not None:
+                    files.append(f)
+        if not files:
+            raise InputError(f"{name}: no input files in this directory (expected {_KNOWN})")
+        return files
+    if info.type == pafs.FileType.File:
+        f = _format_of(PurePosixPath(path), name)
+        if f is None:
+            raise InputError(
+                f"{name}: unknown input type '{''.join(PurePosixPath(path).suffixes)}' (expected {_KNOWN})"
+            )
+        return [f]
+    raise InputError(f"{name}: no such file or directory")
+
+
 # --------------------------------------------------------------------------- discovery
 
 
-def _format_of(path: Path) -> InputFile | None:
+def _format_of(path: PurePath, name: str | None = None) -> InputFile | None:
     suffixes = [s.lower() for s in path.suffixes]
     gz = bool(suffixes) and suffixes[-1] == ".gz"
     if gz:
@@ -71,7 +141,7 @@ def _format_of(path: Path) -> InputFile | None:
     fmt = FORMATS.get(suffixes[-1]) if suffixes else None
     if fmt is None or (gz and fmt == "parquet"):
         return None
-    return InputFile(str(path), fmt, gz)
+    return InputFile(name or str(path), fmt, gz)
 
 
 def discover(inputs: Iterable[str | Path], exclude: Path | None = None) -> list[InputFile]:
@@ -89,6 +159,9 @@ def discover(inputs: Iterable[str | Path], exclude: Path | None = None) -> list[
                 raise InputError("-: stdin given more than once")
             seen_stdin = True
             found.append(InputFile(STDIN, "txt"))
+            continue
+        if _is_uri(name):
+            found.extend(_discover_uri(name))
             continue
         path = Path(name)
         if path.is_dir():
@@ -149,11 +222,11 @@ def _next_boundary(f: BinaryIO, target: int, size: int, blank_docs: bool) -> int
 
 
 def _plain_units(file: InputFile, chunk_bytes: int, blank_docs: bool) -> list[Unit]:
-    size = Path(file.path).stat().st_size
+    size = _size(file.path)
     if size == 0:
         return []
     edges = [0]
-    with open(file.path, "rb") as f:
+    with _open(file.path) as f:
         while edges[-1] + chunk_bytes < size:
             edge = _next_boundary(f, edges[-1] + chunk_bytes, size, blank_docs)
             if edge >= size:
@@ -165,7 +238,7 @@ def _plain_units(file: InputFile, chunk_bytes: int, blank_docs: bool) -> list[Un
 
 def _parquet_units(file: InputFile, text_column: str) -> list[Unit]:
     try:
-        pf = pq.ParquetFile(file.path)
+        pf = _parquet(file.path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{file.path}: not a readable Parquet file ({exc})") from exc
     schema = pf.schema_arrow
@@ -210,7 +283,7 @@ def _lines(unit: Unit) -> Iterator[tuple[int, bytes]]:
         return
     if file.gz:
         try:
-            with gzip.open(file.path, "rb") as f:
+            with _open(file.path) as raw, gzip.open(raw, "rb") as f:
                 pos = 0
                 for line in f:
                     yield pos, line
@@ -218,7 +291,7 @@ def _lines(unit: Unit) -> Iterator[tuple[int, bytes]]:
         except (gzip.BadGzipFile, EOFError) as exc:
             raise InputError(f"{file.path}: broken gzip stream ({exc})") from exc
         return
-    with open(file.path, "rb") as f:
+    with _open(file.path) as f:
         f.seek(unit.start)
         pos, end = unit.start, unit.end
         while end is None or pos < end:
@@ -273,7 +346,7 @@ def read_unit(
     counters.setdefault("bytes_in", 0)
     fmt = unit.file.fmt
     if fmt == "parquet":
-        pf = pq.ParquetFile(unit.file.path)
+        pf = _parquet(unit.file.path)
         for batch in pf.iter_batches(
             batch_size=4096, row_groups=[unit.row_group], columns=[text_column]
         ):

@@ -352,3 +352,12 @@ def test_near_dup_ngram_and_num_perm() -> None:
     one = cfg.model_copy(update={"near_dup_ngram": 1})
     assert (minhash_values(a, one) == minhash_values(b, one)).all()
     assert (minhash_values(a, cfg) != minhash_values(b, cfg)).any()
+
+
+def test_uri_input_gives_the_same_parts(tmp_path: Path) -> None:
+    src = _corpus(tmp_path)
+    run(CleanConfig(inputs=[str(src)], output=tmp_path / "local", chunk_mb=0.002))
+    run(CleanConfig(inputs=[src.as_uri()], output=tmp_path / "uri", chunk_mb=0.002, workers=2))
+    texts = [[r["text"] for r in _rows(tmp_path / d)] for d in ("local", "uri")]
+    assert texts[0] == texts[1] and len(texts[0]) == 97
+    assert _rows(tmp_path / "uri")[0]["source"] == src.as_uri()

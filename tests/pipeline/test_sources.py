@@ -157,3 +157,23 @@ def test_gzip_encoding_error_names_decompressed_offset(tmp_path: Path) -> None:
     p.write_bytes(gzip.compress(b"ok\n\xff\n"))
     with pytest.raises(InputError, match=r"bad\.txt\.gz: decompressed byte 3: not valid UTF-8"):
         _read_all(plan_units([InputFile(str(p), "txt", True)], 1))
+
+
+def test_pyarrow_filesystem_uris(tmp_path: Path) -> None:
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.txt").write_text("\n".join(DOCS[:30]) + "\n", encoding="utf-8")
+    (d / "b.txt.gz").write_bytes(gzip.compress("\n".join(DOCS[30:40]).encode()))
+    pq.write_table(pa.table({"text": DOCS[40:]}), d / "c.parquet", row_group_size=7)
+    local = plan_units(discover([d]), 200)
+    uri = plan_units(discover([d.as_uri()]), 200)
+    assert [u.source for u in uri][0] == (d / "a.txt").as_uri()
+    assert [(u.start, u.end, u.row_group) for u in uri] == [
+        (u.start, u.end, u.row_group) for u in local
+    ]
+    assert _read_all(uri) == _read_all(local) == DOCS
+    assert len(discover([(d / "a.txt").as_uri()])) == 1
+    with pytest.raises(InputError, match="no such file or directory"):
+        discover([(d / "missing.txt").as_uri()])
+    with pytest.raises(InputError, match="cannot open this URI"):
+        discover(["nosuchscheme://x/y.txt"])
