@@ -79,6 +79,10 @@ class FinetuneConfig(TrainConfig):
         0, ge=0, description="Also checkpoint every N steps (epoch ends always are)."
     )
     keep_last: int = Field(1, ge=1, description="Keep only the newest N checkpoints.")
+    # Task data is tokenized once in memory; there is no DataLoader to give workers to.
+    num_workers: int = Field(
+        0, ge=0, description="Unused by finetune.", json_schema_extra={"cli": False}
+    )
 
     @model_validator(mode="after")
     def _check_finetune(self) -> FinetuneConfig:
