@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import time
 import unicodedata
@@ -184,26 +185,51 @@ def _is_punct(ch: str) -> bool:
     return unicodedata.category(ch).startswith("P")
 
 
-def count_units(sentences: Iterator[str], do_lower_case: bool) -> dict[str, Counter]:
+# BERT's CJK ranges (see albertzh.tokenizer.is_cjk) as a regex class.
+_CJK_RE = re.compile(
+    "[\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002a6df\U0002a700-\U0002b73f"
+    "\U0002b740-\U0002b81f\U0002b820-\U0002ceaf\uf900-\ufaff\U0002f800-\U0002fa1f]"
+)
+
+
+def count_units(
+    sentences: Iterator[str], do_lower_case: bool, batch: int = 2000
+) -> dict[str, Counter]:
     """Count CJK characters, punctuation, and the other (non-Chinese) words of the corpus,
-    pre-tokenized as BERT will tokenize it."""
+    pre-tokenized as BERT will tokenize it.
+
+    Every CJK character and every punctuation character is a token of its own after BERT's
+    pre-tokenization, so those are counted per character (in C, by ``Counter``); only the
+    remaining text goes through the pre-tokenizer to find the words. Sentences are handled
+    in batches joined by newlines (BERT's normaliser turns them into spaces).
+    """
     from tokenizers import normalizers, pre_tokenizers
 
     norm = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=do_lower_case
     )
     pre = pre_tokenizers.BertPreTokenizer()
-    cjk: Counter = Counter()
-    punct: Counter = Counter()
+    chars: Counter = Counter()
     words: Counter = Counter()
+    buf: list[str] = []
+
+    def flush() -> None:
+        text = norm.normalize_str("\n".join(buf))
+        buf.clear()
+        chars.update(text)
+        rest = _CJK_RE.sub(" ", text)
+        words.update(
+            tok for tok, _ in pre.pre_tokenize_str(rest) if not (len(tok) == 1 and _is_punct(tok))
+        )
+
     for sentence in sentences:
-        for tok, _ in pre.pre_tokenize_str(norm.normalize_str(sentence)):
-            if len(tok) == 1 and is_cjk(tok):
-                cjk[tok] += 1
-            elif len(tok) == 1 and _is_punct(tok):
-                punct[tok] += 1
-            else:
-                words[tok] += 1
+        buf.append(sentence)
+        if len(buf) >= batch:
+            flush()
+    if buf:
+        flush()
+    cjk = Counter({c: n for c, n in chars.items() if is_cjk(c)})
+    punct = Counter({c: n for c, n in chars.items() if _is_punct(c)})
     return {"cjk": cjk, "punct": punct, "words": words}
 
 
@@ -381,12 +407,12 @@ def coverage(tok: Tokenizer, sentences: Iterator[str], limit: int) -> dict[str, 
     def flush() -> None:
         nonlocal chars, unk_chars, tokens, unk_tokens
         for text, enc in zip(batch, tok.encode_batch(batch), strict=True):
-            chars += sum(1 for c in text if not c.isspace())
+            chars += len("".join(text.split()))
             tokens += len(enc.ids)
             for i, (s, e) in zip(enc.ids, enc.offsets, strict=True):
                 if i == tok.unk_id:
                     unk_tokens += 1
-                    unk_chars += sum(1 for c in text[s:e] if not c.isspace())
+                    unk_chars += len("".join(text[s:e].split()))
         batch.clear()
 
     for s in sentences:
