@@ -1,0 +1,257 @@
+"""ONNX export, checked in onnxruntime against PyTorch (fp32) and on real data (int8)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import typer
+from click.testing import CliRunner
+
+import albertzh.cli
+from albertzh.model import AlbertConfig, AlbertForSequenceClassification, AlbertModel
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from albertzh import export as ex  # noqa: E402
+
+ROOT = typer.main.get_command(albertzh.cli.app)
+runner = CliRunner()
+
+TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"我们你他是的了在有不这个人中大上为和国地"]
+
+
+def _tiny_config(**kw) -> AlbertConfig:
+    fields = dict(
+        vocab_size=len(TOKENS),
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    fields.update(kw)
+    return AlbertConfig(**fields)
+
+
+def _save(model, path: Path) -> Path:
+    from albertzh.tokenizer import load_tokenizer
+
+    vocab = path.parent / f"{path.name}-vocab.txt"
+    vocab.write_text("\n".join(TOKENS) + "\n", encoding="utf-8")
+    model.save_pretrained(path, tokenizer=load_tokenizer(vocab))
+    return path
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = AlbertForSequenceClassification(_tiny_config(num_labels=3))
+    return _save(model, tmp_path_factory.mktemp("cls") / "model")
+
+
+def _feeds(batch: int, seq: int, seed: int) -> dict[str, np.ndarray]:
+    return ex.sample_inputs(len(TOKENS), batch=batch, seq=seq, seed=seed)
+
+
+def test_classifier_fp32_matches_pytorch_any_batch_and_length(
+    classifier_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "deploy" / "model.onnx"
+    r = runner.invoke(
+        ROOT,
+        ["export", "--model", str(classifier_dir), "--format", "onnx", "-o", str(out), "--json"],
+    )
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["head"] == "classifier" and summary["outputs"] == ["logits"]
+    assert summary["onnxruntime_max_abs_diff"] <= 1e-4
+    # tokenizer files and config beside the graph
+    for name in ("vocab.txt", "tokenizer_config.json", "config.json"):
+        assert (out.parent / name).read_bytes() == (classifier_dir / name).read_bytes()
+    graph = onnx.load(str(out))
+    assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    dims = {
+        i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+        for i in graph.graph.input
+    }
+    assert dims == {n: ["batch", "sequence"] for n in ex.INPUTS}
+    model = AlbertForSequenceClassification.from_pretrained(classifier_dir).eval()
+    session = ex.ort_session(out)
+    for batch, seq, seed in ((1, 5, 1), (4, 37, 2), (2, 64, 3)):  # none is the traced shape
+        feeds = _feeds(batch, seq, seed)
+        want = ex.torch_outputs(model, "classifier", feeds)[0]
+        got = session.run(None, feeds)[0]
+        assert got.shape == (batch, 3)
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+def test_head_none_exports_sequence_and_pooled(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model_dir = _save(AlbertModel(_tiny_config()), tmp_path / "enc")
+    out = tmp_path / "enc.onnx"
+    r = runner.invoke(ROOT, ["export", "--model", str(model_dir), "-o", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["outputs"] == ["last_hidden_state", "pooler_output"]
+    model = AlbertModel.from_pretrained(model_dir).eval()
+    feeds = _feeds(3, 21, 5)
+    hidden, pooled = ex.ort_session(out).run(None, feeds)
+    want_hidden, want_pooled = ex.torch_outputs(model, "none", feeds)
+    keep = feeds["attention_mask"].astype(bool)
+    assert hidden.shape == (3, 21, 32) and pooled.shape == (3, 32)
+    np.testing.assert_allclose(hidden[keep], want_hidden[keep], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(pooled, want_pooled, atol=1e-4, rtol=0)
+
+
+def test_errors_are_one_line_exit_2(classifier_dir: Path, tmp_path: Path) -> None:
+    enc = _save(AlbertModel(_tiny_config()), tmp_path / "enc")
+    r = runner.invoke(
+        ROOT,
+        ["export", "--model", str(enc), "--head", "classifier", "-o", str(tmp_path / "a.onnx")],
+    )
+    assert r.exit_code == 2 and "not a finetuned classifier" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = runner.invoke(
+        ROOT, ["export", "--model", str(classifier_dir), "-o", str(tmp_path / "a.txt")]
+    )
+    assert r.exit_code == 2 and "must end in .onnx" in r.stderr
+    (tmp_path / "there.onnx").write_bytes(b"old")
+    r = runner.invoke(
+        ROOT, ["export", "--model", str(classifier_dir), "-o", str(tmp_path / "there.onnx")]
+    )
+    assert r.exit_code == 2 and "--overwrite" in r.stderr
+    assert (tmp_path / "there.onnx").read_bytes() == b"old"
+    r = runner.invoke(
+        ROOT, ["export", "--model", str(tmp_path / "nope"), "-o", str(tmp_path / "b.onnx")]
+    )
+    assert r.exit_code == 2 and "nope: no config.json" in r.stderr
+
+
+def test_fold_weight_ops_dedupes_shared_weights(tmp_path: Path) -> None:
+    # Big enough that the exporter leaves weight transposes in the graph (it folds tiny ones).
+    hidden, inter = 128, 256
+    torch.manual_seed(2)
+    model = AlbertForSequenceClassification(
+        _tiny_config(hidden_size=hidden, intermediate_size=inter, num_labels=2)
+    ).eval()
+    ex.export_onnx(model, "classifier", tmp_path / "m.onnx")
+    before = onnx.load(str(tmp_path / "m.onnx")).graph
+    consts = {i.name for i in before.initializer}
+    assert any(n.input[1] not in consts for n in before.node if n.op_type == "MatMul")
+    assert ex.fold_weight_ops(tmp_path / "m.onnx", tmp_path / "f.onnx") > 0
+    g = onnx.load(str(tmp_path / "f.onnx")).graph
+    consts = {i.name for i in g.initializer}
+    # every weight MatMul (those that read a parameter) now reads a constant ...
+    weights = {i.name for i in g.initializer if len(i.dims) == 2 and i.dims[0] in (hidden, inter)}
+    matmul_b = [n.input[1] for n in g.node if n.op_type in ("MatMul", "Gemm")]
+    assert weights and weights <= set(matmul_b)
+    # ... and the shared layer's FFN kernel is stored once for its three applications
+    assert sum(1 for i in g.initializer if list(i.dims) == [hidden, inter]) == 1
+    feeds = _feeds(2, 9, 7)
+    a = ex.ort_session(tmp_path / "m.onnx").run(None, feeds)[0]
+    b = ex.ort_session(tmp_path / "f.onnx").run(None, feeds)[0]
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+# --------------------------------------------------------------------------- int8 on real data
+
+
+def _read_tsv(path: Path) -> tuple[list[str], np.ndarray]:
+    texts, labels = [], []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if i == 0 or not line.strip():
+            continue
+        label, text = line.split("\t", 1)
+        labels.append(int(label))
+        texts.append(text)
+    return texts, np.array(labels)
+
+
+def _encode(tok, texts: list[str], seq: int) -> dict[str, np.ndarray]:
+    ids = np.zeros((len(texts), seq), dtype=np.int64)
+    for i, text in enumerate(texts):
+        row, _ = tok.encode_for_model(text, max_len=seq)
+        ids[i, : len(row)] = row
+    return {
+        "input_ids": ids,
+        "attention_mask": (ids != tok.pad_id).astype(np.int64),
+        "token_type_ids": np.zeros_like(ids),
+    }
+
+
+@pytest.mark.slow
+def test_int8_accuracy_on_chnsenticorp_within_one_point(tmp_path: Path) -> None:
+    from albertzh.tokenizer import load_tokenizer
+    from tests.conftest import shared_path
+
+    train_tsv = shared_path("tasks/chnsenticorp/train.tsv")
+    dev_tsv = shared_path("tasks/chnsenticorp/dev.tsv")
+    bert = load_tokenizer(shared_path("vocab/bert_chinese_vocab.txt"))
+    seq = 48
+    train_x, train_y = _read_tsv(train_tsv)
+    dev_x, dev_y = _read_tsv(dev_tsv)
+    train, dev = _encode(bert, train_x, seq), _encode(bert, dev_x, seq)
+    # A compact vocab of the tokens these texts use keeps the embedding (and the test) small.
+    used = np.unique(np.concatenate([train["input_ids"].ravel(), dev["input_ids"].ravel()]))
+    used = np.union1d(used, list(bert.special_ids))
+    remap = np.zeros(bert.vocab_size, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    for feeds in (train, dev):
+        feeds["input_ids"] = remap[feeds["input_ids"]]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(bert.convert_ids_to_tokens(used.tolist())) + "\n", encoding="utf-8")
+    tok = load_tokenizer(vocab)
+    assert tok.pad_id == 0 and tok.vocab_size == len(used)
+
+    # A small classifier, trained briefly with a plain loop.
+    torch.manual_seed(0)
+    config = AlbertConfig(
+        vocab_size=tok.vocab_size,
+        embedding_size=32,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=seq,
+        num_labels=2,
+    )
+    model = AlbertForSequenceClassification(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    rng = np.random.default_rng(0)
+    model.train()
+    for _ in range(250):
+        idx = rng.integers(0, len(train_y), 32)
+        batch = {k: torch.from_numpy(v[idx]) for k, v in train.items()}
+        logits = model(**batch).logits
+        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(train_y[idx]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    model_dir = tmp_path / "cls"
+    model.save_pretrained(model_dir, tokenizer=tok)
+
+    def accuracy(predict) -> float:
+        preds = []
+        for s in range(0, len(dev_y), 200):
+            preds.append(predict({k: v[s : s + 200] for k, v in dev.items()}).argmax(-1))
+        return float((np.concatenate(preds) == dev_y).mean())
+
+    fp32 = accuracy(lambda f: ex.torch_outputs(model, "classifier", f)[0])
+    assert fp32 > 0.7, fp32  # it learned something, so the comparison means something
+
+    out = tmp_path / "int8" / "model.onnx"
+    r = runner.invoke(
+        ROOT, ["export", "--model", str(model_dir), "-o", str(out), "--quantize", "int8"]
+    )
+    assert r.exit_code == 0, r.output
+    session = ex.ort_session(out)
+    int8 = accuracy(lambda f: session.run(None, f)[0])
+    graph = onnx.load(str(out)).graph
+    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in graph.node)
+    assert abs(int8 - fp32) <= 0.01, (fp32, int8)
