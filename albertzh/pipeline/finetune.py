@@ -305,6 +305,7 @@ def run(cfg: FinetuneConfig) -> Summary:
             "regression": task.regression,
             "fields": {"text_a": task.text_a, "text_b": task.text_b, "label": task.label},
             "max_seq_len": cfg.max_seq_len,
+            "label_desc": T.label_descriptions(train) or None,
             "base_model": str(cfg.model),
             "random_init": cfg.random_init,
             "config": cfg.model_dump(mode="json"),

@@ -133,12 +133,15 @@ class Classifier:
         if self.regression:
             return [{"score": float(row[0])} for row in logits]
         probs = softmax(logits)
+        desc = self.meta.get("label_desc") or {}
         out = []
         for p in probs:
             best = int(p.argmax())
+            extra = {"label_desc": desc[self.labels[best]]} if self.labels[best] in desc else {}
             out.append(
                 {
                     "label": self.labels[best],
+                    **extra,
                     "probabilities": {
                         lab: round(float(x), 6) for lab, x in zip(self.labels, p, strict=True)
                     },

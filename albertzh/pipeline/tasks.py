@@ -45,6 +45,7 @@ class Example:
     text_b: str | None
     label: str | float | None
     line: int
+    label_desc: str | None = None  # CLUE's label name beside a label id (tnews, iflytek)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Task:
     metric: str = "accuracy"
     regression: bool = False
     description: str = ""
+    desc_field: str | None = None  # field naming the label id (CLUE "label_desc")
 
     @property
     def num_labels(self) -> int:
@@ -152,13 +154,21 @@ TASKS: dict[str, Task] = {
             "CLUE OCNLI natural language inference.",
             drop_labels=frozenset({"-"}),
         ),
-        _clue("tnews", "sentence", None, TNEWS_LABELS, "CLUE TNEWS news title topic (15 classes)."),
+        _clue(
+            "tnews",
+            "sentence",
+            None,
+            TNEWS_LABELS,
+            "CLUE TNEWS news title topic (15 classes).",
+            desc_field="label_desc",
+        ),
         _clue(
             "iflytek",
             "sentence",
             None,
             tuple(str(i) for i in range(119)),
             "CLUE IFLYTEK app description category (119 classes).",
+            desc_field="label_des",
         ),
         _clue("csl", "keyword", "abst", ("0", "1"), "CLUE CSL: do keywords fit the abstract."),
         Task(
@@ -352,6 +362,8 @@ def _json_rows(path: Path, task: Task) -> Iterator[tuple[int, dict[str, Any]]]:
         roles["text_b"] = task.text_b
     if task.row_filter:
         roles["filter"] = task.row_filter[0]
+    if task.desc_field:
+        roles["desc"] = task.desc_field
     for n, line in _open_lines(path):
         if not line.strip():
             continue
@@ -450,10 +462,16 @@ def read_examples(
                     )
                 label = raw
         text_b = _text(row["text_b"]) if task.text_b else None
-        out.append(Example(_text(row["text_a"]), text_b, label, n))
+        desc = str(row["desc"]) if row.get("desc") not in (None, "") else None
+        out.append(Example(_text(row["text_a"]), text_b, label, n, desc))
     if not out:
         raise InputError(f"{path}: empty (no rows)")
     return out
+
+
+def label_descriptions(examples: Sequence[Example]) -> dict[str, str]:
+    """label -> its CLUE description (``{"102": "news_entertainment"}``) where the file has one."""
+    return {str(e.label): e.label_desc for e in examples if e.label is not None and e.label_desc}
 
 
 def infer_labels(examples: Sequence[Example]) -> tuple[str, ...]:

@@ -324,3 +324,24 @@ def test_torchrun_ddp_two_processes(tmp_path: Path, trained: dict) -> None:
     dev = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [d["step"] for d in dev if d["split"] == "dev"] == [10, 20]
     shutil.rmtree(out)
+
+
+def test_tnews_predictions_carry_label_desc(tmp_path: Path, trained: dict) -> None:
+    from albertzh.pipeline.predict import load_classifier
+
+    data = tmp_path / "tnews"
+    data.mkdir()
+    rows = [
+        {"label": "102", "label_desc": "news_entertainment", "sentence": "喜欢"},
+        {"label": "103", "label_desc": "news_sports", "sentence": "讨厌"},
+    ]
+    for split in ("train", "dev"):
+        (data / f"{split}.json").write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+        )
+    ft.run(cfg_for(trained["base"], data, tmp_path / "o", task="tnews", steps=1))
+    clf = load_classifier(tmp_path / "o", device="cpu")
+    assert len(clf.labels) == 15
+    rec = clf.records(np.eye(15, dtype=np.float32)[[2, 3, 4]])  # argmax at 102, 103, 104
+    assert [r["label"] for r in rec] == ["102", "103", "104"]
+    assert [r.get("label_desc") for r in rec] == ["news_entertainment", "news_sports", None]

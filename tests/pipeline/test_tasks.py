@@ -146,7 +146,12 @@ def test_clue_single_and_pair_tasks(tmp_path: Path) -> None:
     }
     assert (got["afqmc"].text_a, got["afqmc"].text_b, got["afqmc"].label) == ("花呗", "借呗", "0")
     assert (got["tnews"].text_a, got["tnews"].text_b, got["tnews"].label) == ("明星", None, "102")
-    assert got["iflytek"].label == "118"
+    assert got["tnews"].label_desc == "news_entertainment"
+    assert got["iflytek"].label == "118" and got["iflytek"].label_desc == "其他"
+    assert T.label_descriptions([got["tnews"], got["iflytek"]]) == {
+        "102": "news_entertainment",
+        "118": "其他",
+    }
     assert (got["csl"].text_a, got["csl"].text_b) == ("神经网络，分词", "本文提出")
     assert T.get_task("tnews").num_labels == 15 and T.get_task("iflytek").num_labels == 119
 
