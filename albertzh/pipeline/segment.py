@@ -74,7 +74,7 @@ class SegmentConfig(CorpusStageConfig):
     )
     user_dict: Path | None = Field(
         None,
-        description="jieba user dictionary: one 'word [freq] [tag]' per line (UTF-8), applied with either engine.",
+        description="jieba user dictionary: one word per line, optionally followed by a frequency and a tag ('云计算 5 n'), UTF-8; applied with either engine.",
     )
     hmm: bool = Field(
         True, description="Use jieba's HMM to join characters of words not in the dictionary."
@@ -121,7 +121,7 @@ def read_user_dict(path: Path) -> list[tuple[str, int | None, str | None]]:
             tag = rest.pop(0)
         if rest:
             raise InputError(
-                f"{path}:{lineno}: malformed user-dict line {line.strip()!r} (expected 'word [freq] [tag]')"
+                f"{path}:{lineno}: malformed user-dict line {line.strip()!r} (expected a word, then optionally a frequency and a tag)"
             )
         entries.append((word, freq, tag))
     return entries
