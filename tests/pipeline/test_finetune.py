@@ -345,3 +345,37 @@ def test_tnews_predictions_carry_label_desc(tmp_path: Path, trained: dict) -> No
     rec = clf.records(np.eye(15, dtype=np.float32)[[2, 3, 4]])  # argmax at 102, 103, 104
     assert [r["label"] for r in rec] == ["102", "103", "104"]
     assert [r.get("label_desc") for r in rec] == ["news_entertainment", "news_sports", None]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("task", "rel"), [("ocnli", "ocnli"), ("tnews", "tnews_fewshot")])
+def test_shared_task_finetunes_and_evaluates(tmp_path: Path, task: str, rel: str) -> None:
+    """Real shared data with the BERT vocab: a couple of steps, then eval on the whole dev."""
+    from albertzh.model import AlbertConfig, AlbertForPretraining
+    from albertzh.pipeline import evaluate as ev
+    from albertzh.tokenizer import load_tokenizer
+    from tests.conftest import shared_path
+
+    data = shared_path(f"tasks/{rel}")
+    vocab = shared_path("vocab/bert_chinese_vocab.txt")
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "vocab.txt").write_bytes(vocab.read_bytes())
+    tok = load_tokenizer(base)
+    cfg = AlbertConfig(
+        vocab_size=tok.vocab_size,
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    AlbertForPretraining(cfg).save_pretrained(base, tokenizer=tok)
+    out = tmp_path / "o"
+    s = ft.run(cfg_for(base, data, out, task=task, steps=2, max_seq_len=48, max_train_examples=64))
+    n_dev = {"ocnli": 2950, "tnews": 1098}[task]
+    assert s.figures["dev_examples"] == n_dev and s.figures["steps"] == 2
+    e = ev.run(ev.EvalConfig(task=task, model=out, data_dir=data, device="cpu"))
+    assert e.figures["rows"] == n_dev
+    assert e.figures["accuracy"] == pytest.approx(s.figures["best_dev_accuracy"], abs=1e-6)
