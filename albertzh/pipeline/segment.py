@@ -274,11 +274,15 @@ def _get_segmenter(spec: tuple[str, tuple, bool]) -> Segmenter:
     return seg
 
 
-def segment_batch(
-    spec: tuple[str, tuple, bool], doc_ids: list[str], texts: list[str]
-) -> tuple[pa.Table, dict[str, int]]:
-    """Segment one batch of documents into a words table (and its counters)."""
-    seg = _get_segmenter(spec)
+def _init_worker(spec: tuple[str, tuple, bool]) -> None:
+    # Forked workers inherit the parent's loaded engine; others load it here, once.
+    _get_segmenter(spec)
+
+
+def segment_batch(doc_ids: list[str], texts: list[str]) -> tuple[pa.Table, dict[str, int]]:
+    """Segment one batch of documents into a words table (and its counters), with the
+    engine set up by :func:`_get_segmenter` in this process."""
+    seg = _SEGMENTER["seg"]
     ids, sents, lens = [], [], []
     stats = {"docs_in": len(texts), "docs": 0, "empty_docs": 0, "sentences": 0, "words": 0}
     chars = 0
@@ -328,7 +332,6 @@ class _Inline:
 def _segment_part(
     pool: Any,
     workers: int,
-    spec: tuple[str, tuple, bool],
     src: Path,
     out: Path,
     index: int,
@@ -354,7 +357,7 @@ def _segment_part(
         texts = batch.column("text").to_pylist()
         nbytes = sum(len(t.encode("utf-8")) for t in texts if t)
         totals["bytes"] = totals.get("bytes", 0) + nbytes
-        pending.append((pool.submit(segment_batch, spec, doc_ids, texts), nbytes))
+        pending.append((pool.submit(segment_batch, doc_ids, texts), nbytes))
         drain(2 * workers)
     drain(0)
     # One input part (bounded by clean's --chunk-mb) gives one output part: written whole,
@@ -389,14 +392,19 @@ def run(config: SegmentConfig) -> Summary:
     workers = config.workers
     pool: Any
     if workers > 1:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ds._pool_context())
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=ds._pool_context(),
+            initializer=_init_worker,
+            initargs=(spec,),
+        )
     else:
         pool = _Inline()
     totals: dict[str, int] = {}
     try:
         with pool, progress("segment", total=None, unit="bytes") as bar:
             for i, p in todo:
-                stats = _segment_part(pool, workers, spec, p, out, i, config.batch_docs, bar)
+                stats = _segment_part(pool, workers, p, out, i, config.batch_docs, bar)
                 totals = ds.merge_counts([totals, stats])
     finally:
         if workers > 1:
