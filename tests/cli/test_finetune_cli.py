@@ -175,3 +175,43 @@ def test_eval_shards_calls_pretrain_evaluation(run: dict, monkeypatch: pytest.Mo
     s = json.loads(r.stdout)
     assert s["mlm_accuracy"] == 0.25 and s["instances"] == 3
     assert seen["max_batches"] == 2 and seen["data_dir"] == run["tmp"]
+
+
+@pytest.mark.slow
+def test_eval_shards_end_to_end(tmp_path: Path) -> None:
+    """clean -> segment -> make-shards on real news text, then eval --shards on a toy model."""
+    from albertzh.model import AlbertConfig, AlbertForPretraining
+    from albertzh.tokenizer import load_tokenizer
+    from tests.conftest import shared_path
+
+    news = shared_path("corpus/news_zh_sample.txt")
+    vocab = shared_path("vocab/bert_chinese_vocab.txt")
+    steps = [
+        ["clean", news, "-o", tmp_path / "docs"],
+        ["segment", tmp_path / "docs", "-o", tmp_path / "words"],
+        ["make-shards", tmp_path / "words", "--vocab", vocab, "-o", tmp_path / "shards",
+         "--max-seq-len", "64"],
+    ]  # fmt: skip
+    for args in steps:
+        r = invoke(*args)
+        assert r.exit_code == 0, r.output
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "vocab.txt").write_bytes(vocab.read_bytes())
+    tok = load_tokenizer(model)
+    cfg = AlbertConfig(
+        vocab_size=tok.vocab_size,
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    AlbertForPretraining(cfg).save_pretrained(model, tokenizer=tok)
+    r = invoke("eval", "--shards", tmp_path / "shards", "--model", model, "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["instances"] > 0 and 0 <= s["mlm_accuracy"] <= 0.05  # random weights
+    assert s["mlm_loss"] == pytest.approx(np.log(tok.vocab_size), rel=0.1)
+    assert 0.3 <= s["sop_accuracy"] <= 0.7
