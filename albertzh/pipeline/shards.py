@@ -5,8 +5,8 @@ Parquet row groups of at most ``row_group_rows`` instances, so memory stays flat
 the corpus is. Every random choice of unit *i*, copy *d* comes from generators seeded with
 ``(seed, i, d)``, so the bytes of each part do not depend on ``--workers``.
 
-Per document (google-research/albert ``create_instances_from_document``, with two deliberate
-differences noted below):
+Per document (google-research/albert ``create_instances_from_document``; the deliberate
+differences are said where they occur):
 
 1. Each sentence is tokenized; word boundaries from the segment stage are aligned to tokens
    through the character offsets (see :func:`align_sentences`).
@@ -261,7 +261,8 @@ def align_words(
 
 @dataclass
 class Counters:
-    """Per-part counters (summed into the manifest's ``stats``)."""
+    """Per-part counters (summed into the manifest's ``stats``). Documents, sentences, tokens
+    and text bytes count the input once; the instance counters add up over all copies."""
 
     docs: int = 0
     text_bytes: int = 0
