@@ -67,6 +67,10 @@ class AlbertEmbeddings(nn.Module):
         super().__init__()
         E = config.embedding_size
         self.word_embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_token_id)
+        self.word_embeddings_2 = None  # brightmart layout: E -> H before the H-wide tables
+        if config.embedding_layout == "brightmart":
+            self.word_embeddings_2 = nn.Linear(E, config.hidden_size, bias=False)
+            E = config.hidden_size
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, E)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, E)
         self.LayerNorm = nn.LayerNorm(E, eps=config.layer_norm_eps)
@@ -77,6 +81,8 @@ class AlbertEmbeddings(nn.Module):
     ) -> torch.Tensor:
         T = input_ids.shape[1]
         x = self.word_embeddings(input_ids)  # [B, T, E]
+        if self.word_embeddings_2 is not None:
+            x = self.word_embeddings_2(x)  # [B, T, H] (brightmart)
         if token_type_ids is None:
             x = x + self.token_type_embeddings.weight[0]  # every token is segment 0
         else:
@@ -99,6 +105,7 @@ class AlbertAttention(nn.Module):
         self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)
         self.attn_dropout_p = config.attention_probs_dropout_prob
         self.dropout_p = config.hidden_dropout_prob
+        self.preln = config.ln_type == "preln"  # LayerNorm the input, not the residual sum
 
     def qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Query, key and value fused into one [3H, H] projection (parameters stay separate)."""
@@ -116,6 +123,9 @@ class AlbertAttention(nn.Module):
         B, T, H = x.shape
         nh, hd = self.num_heads, H // self.num_heads
         weight, bias = qkv if qkv is not None else self.qkv_weights()
+        residual = x
+        if self.preln:
+            x = self.LayerNorm(x)
         if rows is None:
             q, k, v = (
                 F.linear(x, weight, bias)  # [B, T, 3H]: one matmul instead of three
@@ -132,11 +142,15 @@ class AlbertAttention(nn.Module):
                 .unbind(0)
             )
             x = torch.gather(x, 1, rows[:, :, None].expand(-1, -1, H))  # [B, K, H]
+            if self.preln:
+                residual = torch.gather(residual, 1, rows[:, :, None].expand(-1, -1, H))
             q = F.linear(x, weight[:H], bias[:H]).view(B, -1, nh, hd).transpose(1, 2)
         p = self.attn_dropout_p if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # [B, nh, K, hd]
         y = y.transpose(1, 2).reshape(B, -1, H)  # [B, K, H] (K = T without rows)
         y = _dropout(self.dense(y), self.dropout_p, self.training)
+        if self.preln:
+            return residual + y
         return self.LayerNorm(x + y)
 
 
@@ -160,6 +174,9 @@ class AlbertLayer(nn.Module):
         rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         x = self.attention(x, mask, qkv, rows)  # [B, T, H], or [B, K, H] at `rows`
+        if self.attention.preln:  # brightmart's pre-LN: normalise the FFN input instead
+            h = self.ffn_output(self.act(self.ffn(self.full_layer_layer_norm(x))))
+            return x + _dropout(h, self.dropout_p, self.training)
         h = self.ffn_output(self.act(self.ffn(x)))  # [B, T, I] -> [B, T, H]
         # Google's ALBERT drops out the FFN output before the residual (HF skips it; p=0 anyway).
         return self.full_layer_layer_norm(x + _dropout(h, self.dropout_p, self.training))
@@ -181,7 +198,9 @@ class AlbertTransformer(nn.Module):
     def __init__(self, config: AlbertConfig) -> None:
         super().__init__()
         L, G = config.num_hidden_layers, config.num_hidden_groups
-        self.embedding_hidden_mapping_in = nn.Linear(config.embedding_size, config.hidden_size)
+        self.embedding_hidden_mapping_in = None  # brightmart: the embeddings are already H-wide
+        if config.embedding_layout == "google":
+            self.embedding_hidden_mapping_in = nn.Linear(config.embedding_size, config.hidden_size)
         self.albert_layer_groups = nn.ModuleList(AlbertLayerGroup(config) for _ in range(G))
         # Layer i uses group int(i / (L / G)) -- HF's formula, kept float-exact.
         self.group_of_layer = [int(i / (L / G)) for i in range(L)]
@@ -190,7 +209,8 @@ class AlbertTransformer(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Hidden states [B, T, H]; only at ``rows`` ([B, K] token indices) when given."""
-        x = self.embedding_hidden_mapping_in(x)  # [B, T, E] -> [B, T, H]
+        if self.embedding_hidden_mapping_in is not None:
+            x = self.embedding_hidden_mapping_in(x)  # [B, T, E] -> [B, T, H]
         # Layers are shared, so fuse each layer's QKV weights once per forward, not per use.
         fused = [
             [layer.attention.qkv_weights() for layer in group.albert_layers]
@@ -304,13 +324,24 @@ class AlbertMLMHead(nn.Module):
 
     def __init__(self, config: AlbertConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.embedding_size)
-        self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+        # brightmart: H -> H here, then back to E through the (tied) embedding projection.
+        width = (
+            config.hidden_size if config.embedding_layout == "brightmart" else config.embedding_size
+        )
+        self.dense = nn.Linear(config.hidden_size, width)
+        self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.act = activation(config.hidden_act)
 
-    def forward(self, h: torch.Tensor, decoder_weight: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        h: torch.Tensor,
+        decoder_weight: torch.Tensor,
+        projection: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         h = self.LayerNorm(self.act(self.dense(h)))  # [B, P, H] -> [B, P, E]
+        if projection is not None:  # brightmart: [B, P, H] @ [H, E] -> [B, P, E]
+            h = h @ projection
         return F.linear(h, decoder_weight, self.bias)  # [B, P, V]
 
 
@@ -356,7 +387,9 @@ class AlbertForPretraining(AlbertPreTrainedModel):
             output_positions=masked_positions,
         )
         h = out.last_hidden_state  # [B, P, H] at masked_positions, else [B, T, H]
-        mlm_logits = self.predictions(h, self.albert.embeddings.word_embeddings.weight)
+        emb = self.albert.embeddings
+        projection = None if emb.word_embeddings_2 is None else emb.word_embeddings_2.weight
+        mlm_logits = self.predictions(h, emb.word_embeddings.weight, projection)
         sop_logits = self.sop_classifier(out.pooler_output)
         return AlbertPretrainingOutput(mlm_logits=mlm_logits, sop_logits=sop_logits)
 

@@ -85,6 +85,19 @@ class AlbertConfig(BaseModel):
     bos_token_id: int | None = Field(2, description="HF field, kept for round trips.")
     eos_token_id: int | list[int] | None = Field(3, description="HF field, kept for round trips.")
     tie_word_embeddings: bool = Field(True, description="MLM decoder shares the word embeddings.")
+    # brightmart's albert_zh checkpoints (see albertzh.model.convert); not HF fields, so they are
+    # written to config.json only when not at their defaults.
+    embedding_layout: Literal["google", "brightmart"] = Field(
+        "google",
+        description="google: E-wide embeddings + embedding_hidden_mapping_in (HF's layout); "
+        "brightmart: word embeddings projected E->H (word_embeddings_2) before H-wide "
+        "position/type embeddings, MLM decoder through both (transformers cannot load it).",
+    )
+    ln_type: Literal["postln", "preln"] = Field(
+        "postln",
+        description="postln: LayerNorm after each residual; preln (brightmart layout only): "
+        "before each block, no final LayerNorm.",
+    )
     # Sequence classification heads.
     num_labels: int = Field(2, ge=1, description="Classifier outputs (1 = regression).")
     id2label: dict[int, str] | None = Field(None, description="Class index -> label name.")
@@ -130,6 +143,8 @@ class AlbertConfig(BaseModel):
             raise ValueError(
                 f"pad_token_id {self.pad_token_id} is outside vocab_size {self.vocab_size}"
             )
+        if self.ln_type == "preln" and self.embedding_layout != "brightmart":
+            raise ValueError("ln_type preln is supported only with embedding_layout brightmart")
         if not self.tie_word_embeddings:
             raise ValueError("tie_word_embeddings false is not supported (ALBERT ties the decoder)")
         if self.id2label is not None and len(self.id2label) != self.num_labels:
@@ -244,6 +259,9 @@ class AlbertConfig(BaseModel):
         data = self.model_dump()
         for key in ("num_labels", "id2label", "label2id", "problem_type"):
             data.pop(key)
+        for key, default in (("embedding_layout", "google"), ("ln_type", "postln")):
+            if data[key] == default:
+                data.pop(key)
         out.update(data)
         # HF derives num_labels from id2label; str keys as HF writes them.
         labels = self.labels()
@@ -274,12 +292,17 @@ class AlbertConfig(BaseModel):
         V, E, H, F = self.vocab_size, self.embedding_size, self.hidden_size, self.intermediate_size
         emb = (V + self.max_position_embeddings + self.type_vocab_size) * E + 2 * E
         mapping = E * H + H
+        if self.embedding_layout == "brightmart":  # E -> H projection first, H-wide tables
+            emb = V * E + E * H + (self.max_position_embeddings + self.type_vocab_size) * H + 2 * H
+            mapping = 0
         attention = 4 * (H * H + H) + 2 * H
         ffn = (H * F + F) + (F * H + H) + 2 * H
         layers = self.num_hidden_groups * self.inner_group_num * (attention + ffn)
         pooler = H * H + H
         total = emb + mapping + layers + pooler
-        if head == "pretraining":
+        if head == "pretraining" and self.embedding_layout == "brightmart":
+            total += (H * H + H) + 2 * H + V + (2 * H + 2)  # H -> H dense, LayerNorm, bias, SOP
+        elif head == "pretraining":
             total += (H * E + E) + 2 * E + V + (2 * H + 2)  # dense, LayerNorm, bias, SOP
         elif head == "classifier":
             total += H * self.num_labels + self.num_labels

@@ -474,7 +474,7 @@ def test_brightmart_layout_matches_numpy_reference(tmp_path: Path, ln_type: str)
     s = json.loads(r.stdout)
     assert s["layout"] == "brightmart" and s["ln_type"] == ln_type
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert cfg["embedding_layout"] == "brightmart" and cfg["ln_type"] == ln_type
+    assert cfg["embedding_layout"] == "brightmart" and cfg.get("ln_type", "postln") == ln_type
     ids, types, mask = _batch()
     want = reference_forward(tensors, "brightmart", ids, types, mask, ln_type=ln_type)
     _compare(_albertzh_outputs(tmp_path / "m", "AlbertForPretraining"), want, mask)
@@ -524,3 +524,40 @@ def test_vocab_mismatch_error(tmp_path: Path) -> None:
     config, _ = cv.config_from_tf_json(_albert_config(tmp_path / "c.json", "google"))
     with pytest.raises(VocabMismatchError, match="v.txt: 30 tokens"):
         cv.load_vocab(_vocab(tmp_path / "v.txt", size=30), config)
+
+
+@needs_brightmart
+@pytest.mark.parametrize("ln_type", ["postln", "preln"])
+def test_brightmart_model_option_masked_positions_and_param_count(ln_type: str) -> None:
+    from albertzh.model import AlbertForPretraining
+
+    config = AlbertConfig(
+        vocab_size=V,
+        embedding_size=E,
+        hidden_size=H,
+        num_hidden_layers=3,
+        num_attention_heads=NH,
+        intermediate_size=I,
+        max_position_embeddings=P,
+        embedding_layout="brightmart",
+        ln_type=ln_type,
+    )
+    torch.manual_seed(0)
+    model = AlbertForPretraining(config).eval()
+    assert model.num_parameters() == config.num_parameters("pretraining")
+    assert "albert.encoder.embedding_hidden_mapping_in.weight" not in model.state_dict()
+    ids, types, mask = _batch()
+    positions = torch.tensor([[1, 4, 7], [0, 2, 5]])
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, token_type_ids=types).mlm_logits
+        part = model(
+            input_ids=ids, attention_mask=mask, token_type_ids=types, masked_positions=positions
+        ).mlm_logits
+    want = torch.gather(full, 1, positions[:, :, None].expand(-1, -1, V))
+    torch.testing.assert_close(part, want, atol=1e-5, rtol=1e-5)
+    # the options survive config.json; the defaults are not written (HF-identical files)
+    again = AlbertConfig.from_hf_dict(config.to_hf_dict())
+    assert again.embedding_layout == "brightmart" and again.ln_type == ln_type
+    assert "embedding_layout" not in AlbertConfig(vocab_size=V).to_hf_dict()
+    with pytest.raises(ConfigError, match="preln is supported only with embedding_layout"):
+        AlbertConfig(vocab_size=V, ln_type="preln")
