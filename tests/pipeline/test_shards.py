@@ -395,6 +395,7 @@ def test_run_manifest_and_bytes_identical_across_workers(tmp_path, corpus) -> No
         }
     rows = _rows(tmp_path / "w1")
     assert all(len(r["input_ids"]) <= 48 for r in rows)
+    assert len(rows) > 200 and abs(np.mean([r["sop_label"] for r in rows]) - 0.5) < 0.1
     assert all(
         len(r["input_ids"]) == len(r["word_starts"]) == len(r["token_type_ids"]) for r in rows
     )
