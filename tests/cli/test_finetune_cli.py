@@ -151,6 +151,12 @@ def test_bad_inputs_exit_2_with_one_line(run: dict, tmp_path: Path) -> None:
         (["eval", "--model", run["out"]], "--task and --data-dir"),
         (["predict", tmp_path / "missing.txt", "--model", run["out"]], "missing.txt: input file not found"),
         (["predict", "--model", run["base"]], "not a finetuned classifier"),
+        (["predict", "--model", run["out"], "--precision", "fp16", "--device", "cpu"], "fp16"),
+        (
+            ["finetune", "--task", "chnsenticorp", "--model", run["base"], "--data-dir",
+             run["data"], "-o", tmp_path / "o3", "--device", "cpu", "--precision", "fp16"],
+            "--precision fp16",
+        ),
     ]  # fmt: skip
     for args, needle in cases:
         r = invoke(*args, input="好\n")
