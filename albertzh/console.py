@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -65,7 +66,7 @@ def print_summary(summary: Summary, as_json: bool = False) -> None:
     table.add_column("what", style="cyan")
     table.add_column("value", justify="right")
     for k, v in _flatten(summary.figures):
-        table.add_row(k, _fmt(v))
+        table.add_row(escape(k), escape(_fmt(v)))
     out_console.print(table)
 
 

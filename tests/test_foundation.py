@@ -135,3 +135,18 @@ def test_incomplete_or_wrong_stage_refused(tmp_path: Path) -> None:
 def test_map_units_keeps_order_with_workers() -> None:
     assert list(ds.map_units(abs, [-3, 1, -2, 5], workers=2)) == [3, 1, 2, 5]
     assert ds.select_shard(list("abcde"), 1, 2) == [(1, "b"), (3, "d")]
+
+
+def test_error_text_in_brackets_is_printed_verbatim() -> None:
+    from albertzh.cli._stage import fail
+
+    class _Boom(StageConfig):
+        pass
+
+    def _run(cfg: _Boom) -> Summary:
+        raise InputError("dict.txt:3: expected 'word [freq] [tag]'")
+
+    cmd = stage_command("boom", _Boom, _run, help="x")
+    r = runner.invoke(cmd, [])
+    assert r.exit_code == 2 and "word [freq] [tag]" in r.stderr
+    assert fail  # the helper the CLI uses for these lines

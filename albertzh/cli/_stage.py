@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import typer
+from rich.markup import escape
 from pydantic.fields import FieldInfo
 
 from albertzh.config import StageConfig, build_config
@@ -29,7 +30,7 @@ DEBUG = {"on": False}
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one red error line on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
