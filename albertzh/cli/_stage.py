@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import typer
-from rich.markup import escape
 from pydantic.fields import FieldInfo
+from rich.markup import escape
 
 from albertzh.config import StageConfig, build_config
 from albertzh.console import Summary, err_console, print_summary
