@@ -239,9 +239,6 @@ def run(cfg: FinetuneConfig) -> Summary:
         if metric not in valid:
             raise ConfigError(f"--metric: {metric!r} is not one of {', '.join(sorted(valid))}")
         tokenizer = load_tokenizer(cfg.model)
-        run_dir = tr.prepare_run_dir(
-            cfg.output, resume=cfg.resume, overwrite=cfg.overwrite, is_main=dist.is_main
-        )
         train_path, train = data["train"]
         train_enc = encode_pairs(tokenizer, ((e.text_a, e.text_b) for e in train), cfg.max_seq_len)
         train_y = _label_ids(task, train)
@@ -257,6 +254,7 @@ def run(cfg: FinetuneConfig) -> Summary:
         total = tr.total_steps(cfg, steps_per_epoch)
         warmup = tr.warmup_for(cfg, total)
 
+        run_dir = Path(cfg.output)
         ckpt = tr.Checkpointer(run_dir, keep_last=cfg.keep_last, is_main=dist.is_main)
         resume_from = ckpt.latest() if cfg.resume else None
         tr.set_seed(cfg.seed)
@@ -269,6 +267,10 @@ def run(cfg: FinetuneConfig) -> Summary:
             raise ModelDirError(
                 f"{cfg.model}: vocab has {tokenizer.vocab_size} tokens but the model only {model.config.vocab_size}"
             )
+        # Every check has passed: only now create (or clear) the run dir.
+        tr.prepare_run_dir(
+            run_dir, resume=cfg.resume, overwrite=cfg.overwrite, is_main=dist.is_main
+        )
         model = tr.wrap_model(model, dist, compile=cfg.compile)
         optimizer = tr.build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
         scheduler = tr.build_scheduler(optimizer, cfg.schedule, warmup, total)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from albertzh.errors import ConfigError, InputError
+from albertzh.errors import ConfigError, InputError, ModelDirError
 from albertzh.pipeline import finetune as ft
 from albertzh.pipeline import training as tr
 from albertzh.pipeline.finetune import FinetuneConfig
@@ -379,3 +379,23 @@ def test_shared_task_finetunes_and_evaluates(tmp_path: Path, task: str, rel: str
     e = ev.run(ev.EvalConfig(task=task, model=out, data_dir=data, device="cpu"))
     assert e.figures["rows"] == n_dev
     assert e.figures["accuracy"] == pytest.approx(s.figures["best_dev_accuracy"], abs=1e-6)
+
+
+def test_run_dir_rules_and_vocab_check(tmp_path: Path, trained: dict) -> None:
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "x.txt").write_text("old")
+    with pytest.raises(InputError, match="not empty"):
+        ft.run(cfg_for(trained["base"], trained["data"], out, steps=1))
+    ft.run(cfg_for(trained["base"], trained["data"], out, steps=1, overwrite=True))
+    assert not (out / "x.txt").exists() and (out / "model.safetensors").is_file()
+    # a vocab larger than the model's embedding table is refused before anything is written
+    big = tmp_path / "big"
+    big.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (big / f).write_bytes((trained["base"] / f).read_bytes())
+    words = (trained["base"] / "vocab.txt").read_text(encoding="utf-8").split()
+    (big / "vocab.txt").write_text("\n".join(words + ["新", "词"]) + "\n", encoding="utf-8")
+    with pytest.raises(ModelDirError, match="vocab has"):
+        ft.run(cfg_for(big, trained["data"], tmp_path / "o2", steps=1))
+    assert not (tmp_path / "o2").exists()
