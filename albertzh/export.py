@@ -13,10 +13,12 @@ weight is a constant.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -153,22 +155,29 @@ def export_onnx(model: Any, head: str, path: Path, opset: int = 18) -> list[str]
     batch = torch.export.Dim("batch")
     seq = torch.export.Dim("sequence", max=model.config.max_position_embeddings)
     shapes = {n: {0: batch, 1: seq} for n in INPUTS}
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            graph.module,
-            args,
-            str(path),
-            input_names=list(INPUTS),
-            output_names=graph.outputs,
-            opset_version=opset,
-            dynamo=True,
-            dynamic_shapes=shapes,
-            external_data=False,
-            verbose=False,
-        )
+    # The exporter's own chatter (missing torchvision ops, opset notes) is not for our users.
+    noisy = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript", "torch")]
+    levels = [lg.level for lg in noisy]
+    for lg in noisy:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                graph.module,
+                args,
+                str(path),
+                input_names=list(INPUTS),
+                output_names=graph.outputs,
+                opset_version=opset,
+                dynamo=True,
+                dynamic_shapes=shapes,
+                external_data=False,
+                verbose=False,
+            )
+    finally:
+        for lg, level in zip(noisy, levels, strict=True):
+            lg.setLevel(level)
     return graph.outputs
 
 
@@ -243,10 +252,8 @@ def fold_weight_ops(src: Path, dst: Path) -> int:
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantization of the MatMul weights (activations quantized at run time)."""
+    """Dynamic int8 quantization of MatMul and embedding (Gather) weights; activations at run time."""
     _require("onnxruntime")
-    import logging
-
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
@@ -256,7 +263,10 @@ def quantize_int8(src: Path, dst: Path) -> None:
         logging.getLogger().setLevel(logging.ERROR)  # a pre-processing hint we do not need
         try:
             quantize_dynamic(
-                str(folded), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]
+                str(folded),
+                str(dst),
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul", "Gather"],
             )
         finally:
             logging.getLogger().setLevel(level)
