@@ -198,6 +198,13 @@ class AlbertConfig(BaseModel):
         unknown = sorted(set(overrides) - set(type(self).model_fields))
         if unknown:
             raise ConfigError(f"AlbertConfig: unknown field(s) {', '.join(unknown)}")
+        # Labels travel together: new names imply their count, a new count drops stale names.
+        if overrides.get("id2label") is not None and "num_labels" not in overrides:
+            overrides["num_labels"] = len(overrides["id2label"])
+        if overrides.get("num_labels", self.num_labels) != self.num_labels:
+            overrides.setdefault("id2label", None)
+        if "id2label" in overrides:
+            overrides.setdefault("label2id", None)
         return type(self)(**{**self.model_dump(), **overrides})
 
     # -- HF config.json -------------------------------------------------------------------

@@ -106,19 +106,15 @@ def load_model(cls: type[M], path: str | os.PathLike[str], **overrides: Any) -> 
     Backbone keys must match exactly. Heads of ``cls`` the checkpoint lacks entirely are freshly
     initialised; heads of other classes in the checkpoint are ignored (``model.load_info`` says
     which). A head present only in part, or with the wrong shape, is an error -- except
-    the classifier when ``num_labels`` is overridden, which then starts fresh.
+    the classifier when the overrides change the labels (count or names): it starts fresh.
     """
     path = Path(path)
     if not path.is_dir():
         raise ModelDirError(f"{path}: model directory not found")
     if not (path / CONFIG_FILE).is_file():
         raise ModelDirError(f"{path}: no {CONFIG_FILE} (not a model directory)")
-    config = AlbertConfig.from_json(path / CONFIG_FILE)
-    if overrides:
-        if "num_labels" in overrides and overrides["num_labels"] != config.num_labels:
-            overrides.setdefault("id2label", None)
-            overrides.setdefault("label2id", None)
-        config = config.replace(**overrides)
+    stored = AlbertConfig.from_json(path / CONFIG_FILE)
+    config = stored.replace(**overrides) if overrides else stored
     state = _normalise_keys(read_state_dict(path))
 
     model = cls(config, init=False)  # type: ignore[call-arg]
@@ -134,7 +130,8 @@ def load_model(cls: type[M], path: str | os.PathLike[str], **overrides: Any) -> 
     fresh = sorted({head_of(k) for k in missing if head_of(k) in heads} - {None})
     # A head counts as fresh only when the checkpoint has none of it.
     partial = [h for h in fresh if any(head_of(k) == h for k in state)]
-    reinit_classifier = "num_labels" in overrides and "classifier" in heads
+    # A classifier is only meaningful for the labels it was trained on.
+    reinit_classifier = "classifier" in heads and config.labels() != stored.labels()
     if reinit_classifier and "classifier" not in fresh:
         fresh.append("classifier")
         state = {k: v for k, v in state.items() if head_of(k) != "classifier"}

@@ -138,3 +138,6 @@ def test_replace_changes_labels() -> None:
     assert cfg.num_labels == 1 and cfg.labels() == ["LABEL_0"]
     with pytest.raises(ConfigError, match="nope"):
         cfg.replace(nope=1)
+    named = cfg.replace(id2label={0: "a", 1: "b", 2: "c"}, problem_type=None)
+    assert named.num_labels == 3 and named.label2id == {"a": 0, "b": 1, "c": 2}
+    assert named.replace(num_labels=2).id2label is None  # stale names dropped

@@ -165,6 +165,17 @@ def test_classifier_dir_keeps_its_head_unless_num_labels_changes(tmp_path) -> No
     wider = AlbertForSequenceClassification.from_pretrained(tmp_path / "clf", num_labels=5)
     assert wider.load_info["initialized"] == ["classifier"]
     assert wider.classifier.weight.shape[0] == 5
+    named = AlbertForSequenceClassification(tiny(num_labels=2, id2label={0: "neg", 1: "pos"}))
+    named.save_pretrained(tmp_path / "named")
+    same = AlbertForSequenceClassification.from_pretrained(
+        tmp_path / "named", num_labels=2, id2label={0: "neg", 1: "pos"}, hidden_dropout_prob=0.1
+    )
+    assert same.load_info["initialized"] == [] and same_state(named, same)
+    other = AlbertForSequenceClassification.from_pretrained(
+        tmp_path / "named", id2label={0: "bad", 1: "good"}
+    )
+    assert other.load_info["initialized"] == ["classifier"]
+    assert other.config.label2id == {"bad": 0, "good": 1}
 
 
 @pytest.mark.parametrize(
