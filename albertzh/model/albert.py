@@ -80,6 +80,9 @@ class AlbertEmbeddings(nn.Module):
         self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         T = input_ids.shape[1]
+        max_len = self.position_embeddings.num_embeddings
+        if input_ids.shape[1] > max_len:
+            raise ValueError(f"input_ids: {T} tokens, more than max_position_embeddings {max_len}")
         x = self.word_embeddings(input_ids)  # [B, T, E]
         if self.word_embeddings_2 is not None:
             x = self.word_embeddings_2(x)  # [B, T, H] (brightmart)

@@ -77,6 +77,11 @@ def test_output_positions_skip_work_but_match_full(inner: int) -> None:
     assert torch.allclose(part.pooler_output, full.pooler_output, atol=1e-5)
 
 
+def test_too_long_input_is_refused() -> None:
+    with pytest.raises(ValueError, match="33 tokens, more than max_position_embeddings 32"):
+        AlbertModel(tiny())(input_ids=ids(1, 33))
+
+
 def test_group_index_follows_hf_formula() -> None:
     model = AlbertModel(tiny(num_hidden_layers=12, num_hidden_groups=3))
     assert model.encoder.group_of_layer == [0] * 4 + [1] * 4 + [2] * 4
