@@ -517,7 +517,48 @@ def load_model_dir(path: Path) -> Any:
     }
     if arch not in classes:
         raise ModelDirError(f"{path / CONFIG_FILE}: architecture {arch} is not supported")
+    if arch == "AlbertForMaskedLM":
+        return _load_masked_lm(path)
     model = classes[arch].from_pretrained(path)
+    model.eval()
+    return model
+
+
+def _load_masked_lm(path: Path) -> Any:
+    """An HF ``AlbertForMaskedLM`` dir (e.g. the albert_chinese_* family) as a pretraining model.
+
+    Such checkpoints may lack the pooler (transformers builds MaskedLM without it) and always
+    lack the SOP head; those start from the usual init and are listed in ``load_info``.
+    """
+    import torch
+
+    from albertzh.model import AlbertForPretraining
+    from albertzh.model.io import read_state_dict
+
+    config = AlbertConfig.from_json(path / "config.json")
+    state = dict(read_state_dict(path))
+    if "predictions.bias" not in state and "predictions.decoder.bias" in state:
+        state["predictions.bias"] = state["predictions.decoder.bias"]
+    for key in ("predictions.decoder.weight", "predictions.decoder.bias"):
+        state.pop(key, None)
+    state = {k: v for k, v in state.items() if not k.endswith(("position_ids", "token_type_ids"))}
+    torch.manual_seed(0)
+    model = AlbertForPretraining(config)  # fresh init for what the checkpoint lacks
+    own = model.state_dict()
+    optional = ("albert.pooler.", "sop_classifier.")
+    missing = sorted(k for k in own if k not in state and not k.startswith(optional))
+    unexpected = sorted(k for k in state if k not in own)
+    shapes = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
+    if missing or unexpected or shapes:
+        raise ModelDirError(
+            f"{path}: weights do not match AlbertForMaskedLM: missing {_short(missing)}; "
+            f"unexpected {_short(unexpected)}; shape mismatch {_short(shapes)}"
+        )
+    model.load_state_dict(state, strict=False)
+    fresh = sorted(
+        {k.split(".")[0] if k.startswith("sop") else "pooler" for k in own if k not in state}
+    )
+    model.load_info = {"initialized": fresh, "ignored": []}
     model.eval()
     return model
 
@@ -705,6 +746,9 @@ def run(cfg: ConvertConfig) -> Summary:
         config = model.config
         tokenizer = load_vocab(cfg.vocab or src, config)
         figures.update({"layout": _layout_of(config), "ln_type": _ln_of(config)})
+        fresh = getattr(model, "load_info", {}).get("initialized")
+        if fresh:
+            figures["initialized"] = fresh
 
     arch = type(model).hf_architecture
     figures.update({"architecture": arch, "parameters": sum(p.numel() for p in model.parameters())})

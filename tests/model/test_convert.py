@@ -561,3 +561,34 @@ def test_brightmart_model_option_masked_positions_and_param_count(ln_type: str) 
     assert "embedding_layout" not in AlbertConfig(vocab_size=V).to_hf_dict()
     with pytest.raises(ConfigError, match="preln is supported only with embedding_layout"):
         AlbertConfig(vocab_size=V, ln_type="preln")
+
+
+def test_from_hf_masked_lm_directory(tmp_path: Path) -> None:
+    """An HF AlbertForMaskedLM dir (the albert_chinese_* family): no pooler, no SOP head."""
+    transformers = pytest.importorskip("transformers")
+    hf_cfg = transformers.AlbertConfig(
+        vocab_size=V,
+        embedding_size=E,
+        hidden_size=H,
+        num_hidden_layers=3,
+        num_attention_heads=NH,
+        intermediate_size=I,
+        max_position_embeddings=P,
+        hidden_act="gelu_new",
+    )
+    torch.manual_seed(3)
+    hf = transformers.AlbertForMaskedLM(hf_cfg).eval()
+    hf.save_pretrained(str(tmp_path / "hf"))
+    _vocab(tmp_path / "hf" / "vocab.txt")
+    r = runner.invoke(
+        ROOT, ["convert", "--from", "hf", str(tmp_path / "hf"), "-o", str(tmp_path / "m"), "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["architecture"] == "AlbertForPreTraining"
+    assert "sop_classifier" in s["initialized"]
+    ids, types, mask = _batch()
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.numpy()
+    got = _albertzh_outputs(tmp_path / "m", "AlbertForPretraining")["mlm_logits"]
+    _compare({"mlm_logits": got}, {"mlm_logits": want}, mask)
