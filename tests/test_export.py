@@ -48,11 +48,27 @@ def _save(model, path: Path) -> Path:
     return path
 
 
+# Wide enough that the exporter leaves weight transposes in the graph (it folds tiny ones).
+HIDDEN, INTER = 128, 256
+
+
 @pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
-    model = AlbertForSequenceClassification(_tiny_config(num_labels=3))
-    return _save(model, tmp_path_factory.mktemp("cls") / "model")
+    cfg = _tiny_config(num_labels=3, hidden_size=HIDDEN, intermediate_size=INTER)
+    return _save(AlbertForSequenceClassification(cfg), tmp_path_factory.mktemp("cls") / "model")
+
+
+@pytest.fixture(scope="module")
+def exported(classifier_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The classifier exported once through the CLI: (model.onnx, summary)."""
+    out = tmp_path_factory.mktemp("deploy") / "model.onnx"
+    r = runner.invoke(
+        ROOT,
+        ["export", "--model", str(classifier_dir), "--format", "onnx", "-o", str(out), "--json"],
+    )
+    assert r.exit_code == 0, r.output
+    return out, json.loads(r.stdout)
 
 
 def _feeds(batch: int, seq: int, seed: int) -> dict[str, np.ndarray]:
@@ -60,15 +76,9 @@ def _feeds(batch: int, seq: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def test_classifier_fp32_matches_pytorch_any_batch_and_length(
-    classifier_dir: Path, tmp_path: Path
+    classifier_dir: Path, exported: tuple[Path, dict]
 ) -> None:
-    out = tmp_path / "deploy" / "model.onnx"
-    r = runner.invoke(
-        ROOT,
-        ["export", "--model", str(classifier_dir), "--format", "onnx", "-o", str(out), "--json"],
-    )
-    assert r.exit_code == 0, r.output
-    summary = json.loads(r.stdout)
+    out, summary = exported
     assert summary["head"] == "classifier" and summary["outputs"] == ["logits"]
     assert summary["onnxruntime_max_abs_diff"] <= 1e-4
     # tokenizer files and config beside the graph
@@ -132,18 +142,15 @@ def test_errors_are_one_line_exit_2(classifier_dir: Path, tmp_path: Path) -> Non
     assert r.exit_code == 2 and "nope: no config.json" in r.stderr
 
 
-def test_fold_weight_ops_dedupes_shared_weights(tmp_path: Path) -> None:
-    # Big enough that the exporter leaves weight transposes in the graph (it folds tiny ones).
-    hidden, inter = 128, 256
-    torch.manual_seed(2)
-    model = AlbertForSequenceClassification(
-        _tiny_config(hidden_size=hidden, intermediate_size=inter, num_labels=2)
-    ).eval()
-    ex.export_onnx(model, "classifier", tmp_path / "m.onnx")
-    before = onnx.load(str(tmp_path / "m.onnx")).graph
+def test_fold_weight_ops_dedupes_shared_weights(
+    exported: tuple[Path, dict], tmp_path: Path
+) -> None:
+    hidden, inter = HIDDEN, INTER
+    src = exported[0]
+    before = onnx.load(str(src)).graph
     consts = {i.name for i in before.initializer}
     assert any(n.input[1] not in consts for n in before.node if n.op_type == "MatMul")
-    assert ex.fold_weight_ops(tmp_path / "m.onnx", tmp_path / "f.onnx") > 0
+    assert ex.fold_weight_ops(src, tmp_path / "f.onnx") > 0
     g = onnx.load(str(tmp_path / "f.onnx")).graph
     consts = {i.name for i in g.initializer}
     # every weight MatMul (those that read a parameter) now reads a constant ...
@@ -153,7 +160,7 @@ def test_fold_weight_ops_dedupes_shared_weights(tmp_path: Path) -> None:
     # ... and the shared layer's FFN kernel is stored once for its three applications
     assert sum(1 for i in g.initializer if list(i.dims) == [hidden, inter]) == 1
     feeds = _feeds(2, 9, 7)
-    a = ex.ort_session(tmp_path / "m.onnx").run(None, feeds)[0]
+    a = ex.ort_session(src).run(None, feeds)[0]
     b = ex.ort_session(tmp_path / "f.onnx").run(None, feeds)[0]
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
