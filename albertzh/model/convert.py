@@ -356,7 +356,17 @@ def tf_to_state(
     names = set(tensors)
     heads = detect_heads(names)
     if layout == "google":
-        used = tf_groups(config, groups or config.num_hidden_groups)
+        tf_g = groups or config.num_hidden_groups
+        used = tf_groups(config, tf_g)
+        # Google's code picks group int(i / L * G); albertzh (like HF) int(i / (L / G')). Both
+        # must send every layer to the same weights.
+        L, rank = config.num_hidden_layers, {g: k for k, g in enumerate(used)}
+        theirs = [rank[int(i / L * tf_g)] for i in range(L)]
+        ours = [int(i / (L / config.num_hidden_groups)) for i in range(L)]
+        if theirs != ours:
+            raise InputError(
+                f"{source}: layer-to-group assignment {theirs} cannot be expressed as {ours}"
+            )
         mapping = google_map(config, heads, used)
     else:
         mapping = brightmart_map(config, heads)
