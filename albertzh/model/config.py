@@ -214,6 +214,11 @@ class AlbertConfig(BaseModel):
         model_type = data.get("model_type", "albert")
         if model_type != "albert":
             raise ConfigError(f"{source}: model_type is {model_type!r}, expected 'albert'")
+        position_type = data.get("position_embedding_type", "absolute")
+        if position_type != "absolute":
+            raise ConfigError(
+                f"{source}: position_embedding_type {position_type!r} is not supported (absolute only)"
+            )
         fields = {k: v for k, v in data.items() if k in cls.model_fields}
         if fields.get("id2label") is not None:
             try:

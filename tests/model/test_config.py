@@ -128,6 +128,9 @@ def test_from_json_errors_name_the_file(tmp_path) -> None:
     bad.write_text(json.dumps({"model_type": "bert"}), encoding="utf-8")
     with pytest.raises(ConfigError, match="model_type is 'bert'"):
         AlbertConfig.from_json(bad)
+    bad.write_text(json.dumps({"position_embedding_type": "relative_key"}), encoding="utf-8")
+    with pytest.raises(ConfigError, match="position_embedding_type 'relative_key'"):
+        AlbertConfig.from_json(bad)
     bad.write_text(json.dumps({"hidden_size": 100, "num_attention_heads": 12}), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"config\.json: hidden_size 100"):
         AlbertConfig.from_json(bad)
