@@ -165,6 +165,25 @@ def test_fold_weight_ops_dedupes_shared_weights(
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
 
+def test_int8_quantizes_matmuls_and_embeddings(
+    classifier_dir: Path, exported: tuple[Path, dict], tmp_path: Path
+) -> None:
+    int8 = tmp_path / "int8.onnx"
+    ex.quantize_int8(exported[0], int8)
+    g = onnx.load(str(int8)).graph
+    ops = {n.op_type for n in g.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeMatMul"}
+    eight_bit = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    int8_inits = {i.name for i in g.initializer if i.data_type in eight_bit}
+    assert any("word_embeddings" in n for n in int8_inits)  # the embedding table is int8 too
+    assert int8.stat().st_size < 0.5 * exported[0].stat().st_size
+    model = AlbertForSequenceClassification.from_pretrained(classifier_dir).eval()
+    feeds = _feeds(4, 30, 9)
+    want = ex.torch_outputs(model, "classifier", feeds)[0]
+    got = ex.ort_session(int8).run(None, feeds)[0]
+    assert np.abs(got - want).max() < 0.05 * (np.abs(want).max() + 1e-3) + 1e-2
+
+
 # --------------------------------------------------------------------------- int8 on real data
 
 
