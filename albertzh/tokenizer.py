@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from albertzh.errors import InputError
 
 VOCAB_JSON = "vocab.json"
@@ -49,6 +51,38 @@ class Encoding:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """Many texts encoded at once, as flat arrays: text ``i`` has the tokens
+    ``bounds[i]:bounds[i + 1]``; ``starts``/``ends`` are character offsets into that text."""
+
+    ids: np.ndarray  # int32
+    starts: np.ndarray  # int64
+    ends: np.ndarray  # int64
+    bounds: np.ndarray  # int64, len(texts) + 1
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def encodings(self) -> list[Encoding]:
+        """The same as a list of :class:`Encoding` (Python lists)."""
+        ids = self.ids.tolist()
+        offsets = list(zip(self.starts.tolist(), self.ends.tolist(), strict=True))
+        b = self.bounds.tolist()
+        return [Encoding(ids[b[i] : b[i + 1]], offsets[b[i] : b[i + 1]]) for i in range(len(b) - 1)]
+
+    @classmethod
+    def from_encodings(cls, encs: Sequence[Encoding]) -> EncodedBatch:
+        counts = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+        bounds = np.zeros(len(encs) + 1, dtype=np.int64)
+        np.cumsum(counts, out=bounds[1:])
+        n = int(bounds[-1])
+        ids = np.fromiter((i for e in encs for i in e.ids), dtype=np.int32, count=n)
+        starts = np.fromiter((o[0] for e in encs for o in e.offsets), dtype=np.int64, count=n)
+        ends = np.fromiter((o[1] for e in encs for o in e.offsets), dtype=np.int64, count=n)
+        return cls(ids, starts, ends, bounds)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -130,6 +164,11 @@ class Tokenizer:
     def encode_batch(self, texts: Sequence[str]) -> list[Encoding]:
         """Encode many texts (no special tokens)."""
         return [self.encode(t) for t in texts]
+
+    def encode_arrays(self, texts: Sequence[str]) -> EncodedBatch:
+        """Encode many texts (no special tokens) into flat NumPy arrays; same tokens and
+        offsets as :meth:`encode_batch`, without a Python object per token."""
+        return EncodedBatch.from_encodings(self.encode_batch(texts))
 
     def encode_for_model(
         self, text_a: str, text_b: str | None = None, max_len: int = 128
@@ -215,6 +254,29 @@ def read_vocab_txt(path: Path) -> list[str]:
     return [t.rstrip("\r") for t in tokens]
 
 
+def _is_isolated_punct(ch: str) -> bool:
+    """Punctuation BERT's pre-tokenizer splits off as a word of its own: ASCII
+    non-alphanumerics and Unicode P* categories (combining class 0)."""
+    cp = ord(ch)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(ch).startswith("P") and unicodedata.combining(ch) == 0
+
+
+def _single_char_tokens(enc: Any, n: int, stride: int) -> list[int | None]:
+    """For candidate ``k`` at character ``k * stride`` of the encoded text: its token id when
+    exactly one token covers it, spanning exactly that character; else None."""
+    seen = [0] * n
+    got: list[int | None] = [None] * n
+    for i, (s, e) in zip(enc.ids, enc.offsets, strict=True):
+        k, r = divmod(s, stride)
+        if k >= n:
+            continue
+        seen[k] += 1
+        got[k] = i if (r == 0 and e == s + 1) else None
+    return [g if c == 1 else None for g, c in zip(got, seen, strict=True)]
+
+
 class CharTokenizer(Tokenizer):
     """BERT-style vocab.txt (CJK characters + WordPiece pieces) via HF ``tokenizers``."""
 
@@ -260,14 +322,126 @@ class CharTokenizer(Tokenizer):
             [AddedToken(t, special=True, normalized=False) for t in special_tokens.values()]
         )
         self._hf = hf
+        self._added_tokens = list(special_tokens.values())
+        self._table: np.ndarray | None = None
+        self._table_off = False
 
     def encode(self, text: str) -> Encoding:
-        enc = self._hf.encode(text, add_special_tokens=False)
-        return Encoding(list(enc.ids), [tuple(o) for o in enc.offsets])
+        return self.encode_arrays([text]).encodings()[0]
 
     def encode_batch(self, texts: Sequence[str]) -> list[Encoding]:
+        return self.encode_arrays(texts).encodings()
+
+    def encode_hf(self, texts: Sequence[str]) -> list[Encoding]:
+        """Encode through HF ``tokenizers`` alone (the reference the fast path must equal)."""
         encs = self._hf.encode_batch(list(texts), add_special_tokens=False)
         return [Encoding(list(e.ids), [tuple(o) for o in e.offsets]) for e in encs]
+
+    def encode_arrays(self, texts: Sequence[str]) -> EncodedBatch:
+        """Fast path: characters that BERT always makes a token of their own (CJK ideographs,
+        which the normaliser pads with spaces, and punctuation, which the pre-tokenizer
+        isolates) take their id from a code point table; only the stretches between them
+        (Latin words, digits, spaces, rare characters) go through HF ``tokenizers``, all in
+        one call. Same ids and offsets as :meth:`encode_hf` (tested on real text)."""
+        table = self._char_table()
+        texts = list(texts)
+        if table is None:
+            return EncodedBatch.from_encodings(self.encode_hf(texts))
+        n = len(texts)
+        lens = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+        text_start = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lens, out=text_start[1:])
+        joined = "".join(texts)
+        cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+        # The table's last entry is -1: every code point past it looks that up.
+        tid = table[np.minimum(cps, len(table) - 1)]
+        fast = tid >= 0
+        slow = ~fast
+        # Runs of slow characters, never crossing the end of a text.
+        begins_text = np.zeros(len(cps) + 1, dtype=bool)
+        begins_text[text_start] = True
+        prev_slow = np.zeros(len(cps), dtype=bool)
+        prev_slow[1:] = slow[:-1]
+        next_slow = np.zeros(len(cps), dtype=bool)
+        next_slow[:-1] = slow[1:]
+        run_lo = np.flatnonzero(slow & (~prev_slow | begins_text[:-1]))
+        run_hi = np.flatnonzero(slow & (~next_slow | begins_text[1:])) + 1
+
+        # Tokens per character: 1 for a fast one; a run's tokens are counted at its first
+        # character. Their running sum places every token in the output.
+        per_char = fast.astype(np.int64)
+        slow_ids = np.zeros(0, dtype=np.int32)
+        slow_lo = slow_hi = np.zeros(0, dtype=np.int64)
+        if len(run_lo):
+            lo_l, hi_l = run_lo.tolist(), run_hi.tolist()
+            pieces = [joined[a:b] for a, b in zip(lo_l, hi_l, strict=True)]
+            # Runs joined by one space: a space ends every word and added token, as the fast
+            # character between the runs did.
+            piece_at = np.zeros(len(pieces), dtype=np.int64)
+            np.cumsum(run_hi[:-1] - run_lo[:-1] + 1, out=piece_at[1:])
+            enc = self._hf.encode(" ".join(pieces), add_special_tokens=False)
+            slow_ids = np.asarray(enc.ids, dtype=np.int32)
+            offs = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+            run = np.searchsorted(piece_at, offs[:, 0], side="right") - 1
+            shift = run_lo[run] - piece_at[run]
+            slow_lo, slow_hi = offs[:, 0] + shift, offs[:, 1] + shift
+            per_run = np.bincount(run, minlength=len(pieces))
+            per_char[run_lo] += per_run
+        tok_before = np.zeros(len(cps) + 1, dtype=np.int64)  # tokens before each character
+        np.cumsum(per_char, out=tok_before[1:])
+        first_tok = tok_before[:-1]  # output index of a character's first token
+        total = int(tok_before[-1])
+        ids = np.empty(total, dtype=np.int32)
+        lo = np.empty(total, dtype=np.int64)
+        hi = np.empty(total, dtype=np.int64)
+        at = np.flatnonzero(fast)
+        ids[first_tok[at]] = tid[at]
+        lo[first_tok[at]] = at
+        hi[first_tok[at]] = at + 1
+        if len(slow_ids):
+            run_first = np.zeros(len(per_run), dtype=np.int64)
+            np.cumsum(per_run[:-1], out=run_first[1:])
+            k = first_tok[run_lo[run]] + np.arange(len(slow_ids)) - run_first[run]
+            ids[k], lo[k], hi[k] = slow_ids, slow_lo, slow_hi
+        bounds = tok_before[text_start]
+        base = np.repeat(text_start[:-1], np.diff(bounds))
+        return EncodedBatch(ids, lo - base, hi - base, bounds)
+
+    def _char_table(self) -> np.ndarray | None:
+        """``table[code point]`` = the id of a character that is always a token of its own,
+        else -1; None when the fast path is off (an added token holds whitespace)."""
+        if self._table is not None or self._table_off:
+            return self._table
+        added = self._added_tokens
+        if any(c.isspace() for t in added for c in t):
+            self._table_off = True
+            return None
+        in_added = {c for t in added for c in t}
+        cands = sorted(
+            t
+            for t in self._vocab
+            if len(t) == 1 and t not in in_added and (is_cjk(t) or _is_isolated_punct(t))
+        )
+        table = np.full((max(map(ord, cands)) if cands else 0) + 2, -1, dtype=np.int32)
+        if cands:
+            # Ask HF what each candidate becomes, alone (between spaces) and packed next to
+            # the others; keep those that are one token spanning exactly their character,
+            # the same both ways (i.e. isolated whatever their neighbours).
+            alone = self._hf.encode(" ".join(cands), add_special_tokens=False)
+            packed = self._hf.encode("".join(cands), add_special_tokens=False)
+            got_alone = _single_char_tokens(alone, len(cands), 2)
+            got_packed = _single_char_tokens(packed, len(cands), 1)
+            for k, c in enumerate(cands):
+                i = got_alone[k]
+                if i is None or i != got_packed[k]:
+                    continue
+                # Punctuation only when it stays itself (NFD/lowercase leave it alone): a
+                # character that normalises into a letter could join its neighbours.
+                if not is_cjk(c) and i != self._vocab[c]:
+                    continue
+                table[ord(c)] = i
+        self._table = table
+        return table
 
     def token_to_id(self, token: str) -> int | None:
         return self._vocab.get(token)

@@ -6,6 +6,7 @@ import json
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from albertzh.errors import InputError
@@ -261,3 +262,76 @@ def test_spm_decode_and_special_text(spm_dir: Path) -> None:
 def test_encoding_is_a_value() -> None:
     assert Encoding([1, 2], [(0, 1), (1, 2)]) == Encoding([1, 2], [(0, 1), (1, 2)])
     assert len(Encoding([1], [(0, 1)])) == 1
+
+
+# --------------------------------------------------------------------------- char fast path
+
+# Characters that stress the fast path: CJK in and out of the vocab, compatibility ideographs
+# (NFD maps them to unified ones), unassigned code points in CJK blocks, ASCII and full-width
+# punctuation, letters with accents and case rules, combining marks after CJK/punctuation,
+# every kind of space, control characters, emoji, special tokens (whole and broken) and
+# over-long words (BERT's 100-character [UNK] rule).
+_FUZZ_POOL = (
+    list("中文的一是在不了有和人这北京大学")
+    + ["\u3400", "\u4dbf", "\u9fff", "\u9ffd", "\uf900", "\ufa6e", "\ufad9", "\U00020000"]
+    + ["\U0002a6df", "\U0002b81f", "\U0002b820", "\U0002f800", "\U00030000", "𠮷"]
+    + list(",.!?;:'\"()[]{}<>-_/\\@#$%^&*~`|+=")
+    + list("，。！？；：“”‘’（）《》【】、…—～·「」『』")
+    + list("abcXYZ019éèüÅßǄİıﬁΣσςＡＢＣ１２３")
+    + ["\u0301", "\u0300", "\u20dd", "\u093f", "\u0e31", "\u037e", "\u0387", "\u1fef"]
+    + list(" \t\n\r\u3000\xa0\u2003\u200b\ufeff\x00\x01\x7f\x85\u2028\ufffd")
+    + ["🤗", "😀", "\U0001f1e8\U0001f1f3"]
+    + ["[CLS]", "[SEP]", "[MASK]", "[UNK]", "[PAD]", "[CL", "S]", "##", "a" * 101, "1" * 60]
+)
+
+
+def _fuzz_texts(n: int, seed: int = 0) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    return ["".join(rng.choice(_FUZZ_POOL) for _ in range(rng.randint(0, 40))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_char_fast_path_equals_hf_tokenizers(
+    bert_vocab: Path, clue_corpus: Path, lower: bool
+) -> None:
+    from albertzh.tokenizer import CharTokenizer
+
+    t = CharTokenizer(bert_vocab, do_lower_case=lower)
+    table = t._char_table()
+    assert table is not None and (table >= 0).sum() > 7000  # CJK + punctuation take the table
+    texts = _lines(clue_corpus, 600) + MIXED + _fuzz_texts(1500)
+    want = t.encode_hf(texts)
+    got = t.encode_arrays(texts)
+    assert len(got) == len(texts)
+    assert got.encodings() == want
+    assert t.encode_batch(texts[:50]) == want[:50]
+    assert [t.encode(x) for x in texts[-50:]] == want[-50:]
+    # The flat arrays line up with the per-text lists.
+    b = got.bounds
+    assert b[0] == 0 and b[-1] == len(got.ids) == len(got.starts) == len(got.ends)
+    assert got.ids.dtype == np.int32 and (np.diff(b) >= 0).all()
+
+
+def test_char_fast_path_on_a_learned_vocab_and_odd_specials(tmp_path: Path) -> None:
+    from albertzh.tokenizer import CharTokenizer
+
+    # A small vocab: a compatibility ideograph and its unified form, punctuation that NFD
+    # changes (U+037E -> ';'), a special token made of CJK and punctuation characters.
+    toks = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "<掩>", "中", "文", "\uf900", "\u8c48"]
+    toks += ["，", "。", ";", "\u037e", "a", "##b", "ab", "1", "##2"]
+    (tmp_path / "vocab.txt").write_text("\n".join(toks) + "\n", encoding="utf-8")
+    texts = ["中<掩>文，ab12\uf900\u8c48\u037e;。<掩", "掩<中>", *_fuzz_texts(300, seed=1)]
+    for lower in (True, False):
+        t = CharTokenizer(tmp_path / "vocab.txt", {"mask": "<掩>"}, do_lower_case=lower)
+        assert t.encode_arrays(texts).encodings() == t.encode_hf(texts)
+        table = t._char_table()
+        assert table is not None and table[ord("掩")] == -1  # in a special token: slow path
+    # A special token holding a space turns the fast path off (runs are joined by spaces).
+    toks[4] = "<掩 >"
+    (tmp_path / "vocab.txt").write_text("\n".join(toks) + "\n", encoding="utf-8")
+    t = CharTokenizer(tmp_path / "vocab.txt", {"mask": "<掩 >"})
+    assert t._char_table() is None
+    assert t.encode_arrays(["中<掩 >文"]).encodings() == t.encode_hf(["中<掩 >文"])
+    assert t.encode("中<掩 >文").ids == [5, 4, 6]

@@ -210,24 +210,22 @@ def align_sentences(
     the next word start form one masking unit. The first token of a sentence always starts a
     word. Special tokens written in the text become [UNK].
     """
-    encs = tok.encode_batch(list(sentences))
-    counts = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
-    tok_off = np.zeros(len(encs) + 1, dtype=np.int64)
-    np.cumsum(counts, out=tok_off[1:])
+    enc = tok.encode_arrays(list(sentences))
+    n_sent = len(enc)
+    tok_off = enc.bounds
+    counts = np.diff(tok_off)
     n = int(tok_off[-1])
-    ids = np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int32, count=n)
-    starts = np.fromiter(
-        (s for e in encs for s, _ in e.offsets), dtype=np.int64, count=n
-    )  # offsets into each sentence
+    ids = enc.ids.copy()
+    starts = enc.starts  # offsets into each sentence
 
     # Character positions are made global by laying the sentences end to end; the word lengths
     # of a sentence add up to its length, so their running sum gives global word starts.
-    char_base = np.zeros(len(encs) + 1, dtype=np.int64)
+    char_base = np.zeros(n_sent + 1, dtype=np.int64)
     np.cumsum(segment_sums(lens_flat, lens_offsets), out=char_base[1:])
     word_start_mark = np.zeros(int(char_base[-1]) + 1, dtype=bool)
     word_start_mark[np.cumsum(lens_flat) - lens_flat] = True
 
-    sent_of_tok = np.repeat(np.arange(len(encs)), counts)
+    sent_of_tok = np.repeat(np.arange(n_sent), counts)
     gstart = char_base[sent_of_tok] + starts
     ws = word_start_mark[np.minimum(gstart, word_start_mark.size - 1)] & ~is_cont[ids]
     ws &= gstart < char_base[sent_of_tok + 1]  # a zero-width piece at the very end starts nothing

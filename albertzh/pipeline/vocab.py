@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
@@ -193,15 +194,19 @@ _CJK_RE = re.compile(
 
 
 def count_units(
-    sentences: Iterator[str], do_lower_case: bool, batch: int = 2000
+    sentences: Iterator[str], do_lower_case: bool, batch: int = 8000
 ) -> dict[str, Counter]:
     """Count CJK characters, punctuation, and the other (non-Chinese) words of the corpus,
-    pre-tokenized as BERT will tokenize it.
+    as BERT will tokenize it (normaliser: clean text, lowercase, strip accents).
 
-    Every CJK character and every punctuation character is a token of its own after BERT's
-    pre-tokenization, so those are counted per character (in C, by ``Counter``); only the
-    remaining text goes through the pre-tokenizer to find the words. Sentences are handled
-    in batches joined by newlines (BERT's normaliser turns them into spaces).
+    BERT's normaliser works character by character (NFD only reorders combining marks), so
+    the characters of the normalised corpus are counted by counting the raw code points
+    (``np.bincount``) and normalising each distinct character once. A character that always
+    ends a word (a CJK character, which the normaliser pads with spaces; punctuation, which
+    the pre-tokenizer isolates; whitespace) cannot be part of a non-Chinese word, so only the
+    stretches between such characters go through the normaliser and pre-tokenizer, to find
+    the words. Sentences are handled in batches joined by newlines (BERT turns them into
+    spaces).
     """
     from tokenizers import normalizers, pre_tokenizers
 
@@ -209,15 +214,34 @@ def count_units(
         clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=do_lower_case
     )
     pre = pre_tokenizers.BertPreTokenizer()
-    chars: Counter = Counter()
+    raw = np.zeros(0x110000, dtype=np.int64)  # count per raw code point
     words: Counter = Counter()
+    # ends_word[cp]: 1 = always ends a word (decided when first seen), 0 = may be in one,
+    # -1 = not decided yet.
+    ends_word = np.full(0x110000, -1, dtype=np.int8)
     buf: list[str] = []
 
+    def decide(cps: np.ndarray) -> None:
+        for cp in cps.tolist():
+            ends_word[cp] = _always_ends_word(chr(cp), norm, pre)
+
     def flush() -> None:
-        text = norm.normalize_str("\n".join(buf))
+        text = "\n".join(buf)
         buf.clear()
-        chars.update(text)
-        rest = _CJK_RE.sub(" ", text)
+        cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        raw[:] += np.bincount(cps, minlength=len(raw))
+        new = np.unique(cps[ends_word[cps] < 0])
+        if len(new):
+            decide(new)
+        inner = ends_word[cps] == 0
+        if not inner.any():
+            return
+        # Stretches of word characters, joined by spaces (a space ends a word, as the
+        # character that separated them did).
+        edge = np.diff(inner.astype(np.int8), prepend=0, append=0)
+        lo, hi = np.flatnonzero(edge == 1).tolist(), np.flatnonzero(edge == -1).tolist()
+        rest = norm.normalize_str(" ".join([text[a:b] for a, b in zip(lo, hi, strict=True)]))
+        rest = _CJK_RE.sub(" ", rest)  # CJK characters the normaliser did not pad, if any
         words.update(
             tok for tok, _ in pre.pre_tokenize_str(rest) if not (len(tok) == 1 and _is_punct(tok))
         )
@@ -228,9 +252,33 @@ def count_units(
             flush()
     if buf:
         flush()
+    chars: Counter = Counter()
+    for cp in np.flatnonzero(raw).tolist():
+        n = int(raw[cp])
+        for c in norm.normalize_str(chr(cp)):
+            chars[c] += n
     cjk = Counter({c: n for c, n in chars.items() if is_cjk(c)})
     punct = Counter({c: n for c, n in chars.items() if _is_punct(c)})
     return {"cjk": cjk, "punct": punct, "words": words}
+
+
+def _always_ends_word(ch: str, norm: Any, pre: Any) -> int:
+    """1 when ``ch``, wherever it stands, contributes no non-Chinese word and splits the text
+    around it into separate words: it normalises to whitespace, to a padded CJK character,
+    or to one punctuation character the pre-tokenizer isolates. Else 0 (e.g. a character the
+    normaliser removes, which joins its neighbours)."""
+    n = norm.normalize_str(ch)
+    body = n.strip()
+    if not n or (body and any(c.isspace() for c in body)):
+        return 0
+    if not body:
+        return 1  # whitespace
+    if len(body) == 1 and _CJK_RE.fullmatch(body) and n == f" {body} ":
+        return 1  # a CJK character, padded by the normaliser
+    if len(body) == 1 and n == body and _is_punct(body):
+        pieces = [t for t, _ in pre.pre_tokenize_str(f"a{body}a")]
+        return int(pieces == ["a", body, "a"])
+    return 0
 
 
 def learn_wordpiece(words: Counter, size: int, min_freq: int) -> list[str]:
@@ -400,19 +448,31 @@ def train_sentencepiece(parts: list[Path], config: VocabConfig, out: Path) -> di
 
 
 def coverage(tok: Tokenizer, sentences: Iterator[str], limit: int) -> dict[str, Any]:
-    """How well the vocab covers the corpus: share of characters/tokens that become [UNK]."""
+    """How well the vocab covers the corpus: share of characters/tokens that become [UNK]
+    (characters counted without whitespace)."""
     n_sent = chars = unk_chars = tokens = unk_tokens = 0
     batch: list[str] = []
+    space = _space_table()
 
     def flush() -> None:
         nonlocal chars, unk_chars, tokens, unk_tokens
-        for text, enc in zip(batch, tok.encode_batch(batch), strict=True):
-            chars += len("".join(text.split()))
-            tokens += len(enc.ids)
-            for i, (s, e) in zip(enc.ids, enc.offsets, strict=True):
-                if i == tok.unk_id:
-                    unk_tokens += 1
-                    unk_chars += len("".join(text[s:e].split()))
+        enc = tok.encode_arrays(batch)
+        text_start = np.zeros(len(batch) + 1, dtype=np.int64)
+        np.cumsum(
+            np.fromiter(map(len, batch), dtype=np.int64, count=len(batch)), out=text_start[1:]
+        )
+        cps = np.frombuffer("".join(batch).encode("utf-32-le"), dtype=np.uint32)
+        solid = ~space[np.minimum(cps, len(space) - 1)]
+        solid_before = np.zeros(len(cps) + 1, dtype=np.int64)  # non-space characters before
+        np.cumsum(solid, out=solid_before[1:])
+        chars += int(solid_before[-1])
+        tokens += len(enc.ids)
+        unk = np.flatnonzero(enc.ids == tok.unk_id)
+        unk_tokens += len(unk)
+        if len(unk):
+            base = text_start[np.searchsorted(enc.bounds, unk, side="right") - 1]
+            lo, hi = base + enc.starts[unk], base + enc.ends[unk]
+            unk_chars += int((solid_before[hi] - solid_before[lo]).sum())
         batch.clear()
 
     for s in sentences:
@@ -433,6 +493,19 @@ def coverage(tok: Tokenizer, sentences: Iterator[str], limit: int) -> dict[str, 
         "unk_char_pct": round(100 * unk_chars / chars, 4) if chars else 0.0,
         "tokens_per_char": round(tokens / chars, 4) if chars else 0.0,
     }
+
+
+_SPACE_TABLE: list[np.ndarray] = []
+
+
+def _space_table() -> np.ndarray:
+    """``table[cp]`` is ``chr(cp).isspace()`` (``str.split``'s whitespace) for code points up to
+    U+3000, the last whitespace character; the final entry (False) stands for all above."""
+    if not _SPACE_TABLE:
+        table = np.zeros(0x3002, dtype=bool)
+        table[[cp for cp in range(0x3001) if chr(cp).isspace()]] = True
+        _SPACE_TABLE.append(table)
+    return _SPACE_TABLE[0]
 
 
 def _write_tokenizer_config(out: Path, tok_kind: str, do_lower_case: bool) -> None:

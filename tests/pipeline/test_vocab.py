@@ -296,3 +296,72 @@ def test_bad_inputs_and_existing_output(tiny_words: Path, tmp_path: Path) -> Non
         run(VocabConfig(input=tiny_words, output=tmp_path / "o"))
     run(VocabConfig(input=tiny_words, output=tmp_path / "o", overwrite=True, min_freq=3))
     assert "罕" not in _vocab(tmp_path / "o")
+
+
+# --------------------------------------------------------------------------- fast counting
+
+
+def _count_units_reference(sentences: list[str], do_lower_case: bool) -> dict:
+    """The plain way: normalise the whole text with BERT's normaliser, count every character,
+    blank out CJK, pre-tokenize the rest (what count_units must equal)."""
+    from collections import Counter
+
+    from tokenizers import normalizers, pre_tokenizers
+
+    from albertzh.pipeline.vocab import _CJK_RE, _is_punct
+    from albertzh.tokenizer import is_cjk
+
+    norm = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=do_lower_case
+    )
+    text = norm.normalize_str("\n".join(sentences))
+    chars = Counter(text)
+    rest = _CJK_RE.sub(" ", text)
+    words = Counter(
+        t
+        for t, _ in pre_tokenizers.BertPreTokenizer().pre_tokenize_str(rest)
+        if not (len(t) == 1 and _is_punct(t))
+    )
+    return {
+        "cjk": Counter({c: n for c, n in chars.items() if is_cjk(c)}),
+        "punct": Counter({c: n for c, n in chars.items() if _is_punct(c)}),
+        "words": words,
+    }
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_count_units_equals_whole_text_normalisation(lower: bool) -> None:
+    import random
+
+    from albertzh.pipeline.vocab import count_units
+    from tests.conftest import shared_path
+
+    lines = shared_path("corpus/clue_corpus_small_sample.txt").read_text("utf-8").splitlines()
+    # Odd characters: removed ones (controls, zero-width, unassigned CJK code points) that
+    # join their neighbours, accents and marks, compatibility ideographs, CJK outside BERT's
+    # padding, punctuation that NFD changes, full-width forms, emoji, special-token text.
+    pool = list("中文字abcXYZ019éÅßǄİΣς,.!?;:'\"()[]-_/@#$%&*~，。！？；：“”（）《》、…—·")
+    pool += ["\u0301", "\u093f", "\u037e", "\u1fef", "\uf900", "\ufa6e", "\u9ffd", "\U0002b820"]
+    pool += [" ", "\t", "\u3000", "\xa0", "\u200b", "\ufeff", "\x00", "\x7f", "\ufffd", "🤗"]
+    pool += ["[MASK]", "Ａ１"]
+    rng = random.Random(3)
+    fuzz = ["".join(rng.choice(pool) for _ in range(rng.randint(0, 30))) for _ in range(3000)]
+    sentences = lines[:800] + fuzz
+    got = count_units(iter(sentences), lower, batch=700)
+    want = _count_units_reference(sentences, lower)
+    assert got["words"] and got["punct"] and got["cjk"]
+    for key in ("cjk", "punct", "words"):
+        assert dict(got[key]) == dict(want[key]), key
+
+
+def test_coverage_counts_unknown_characters(tmp_path: Path) -> None:
+    from albertzh.pipeline.vocab import coverage
+
+    (tmp_path / "vocab.txt").write_text("\n".join(BERT_HEAD + ["中", "文", "a"]) + "\n")
+    tok = load_tokenizer(tmp_path / "vocab.txt")
+    # "字" and "xyz" are unknown: 1 + 3 characters of 2 + 1 + 5 + 1 non-space ones.
+    cov = coverage(tok, iter(["中 字", "文", "a xyz\u3000", "字"]), limit=3)
+    assert cov["sentences"] == 3
+    assert cov["chars"] == 2 + 1 + 4
+    assert cov["tokens"] == 2 + 1 + 2 and cov["unk_tokens"] == 2
+    assert cov["unk_char_pct"] == round(100 * 4 / 7, 4)
