@@ -17,6 +17,7 @@ full-width letters, digits and other symbols (``ＡＢＣ１２３＃``) do beco
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import unicodedata
@@ -83,7 +84,8 @@ _CJK_RANGES = tuple(
     (np.uint32(lo), np.uint32(hi))
     for lo, hi in ((0x3400, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3134F))
 )
-_LETTER_RUN_CACHE: dict[int, re.Pattern[str]] = {}
+# A letter as the regex engine sees it (word character, not a digit or underscore).
+_RUN_LETTER = re.compile(r"[^\W\d_]")
 
 
 # --------------------------------------------------------------------------- normalizers
@@ -191,7 +193,9 @@ def split_sentences(text: str) -> list[str]:
 # --------------------------------------------------------------------------- filters
 
 
+@functools.lru_cache(maxsize=4)
 def _codepoints(text: str) -> np.ndarray:
+    # Cached: the filters of one document share it (read-only).
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
@@ -212,13 +216,36 @@ def _letter_mask(cps: np.ndarray, cjk: np.ndarray) -> np.ndarray:
     return mask
 
 
+_CLASS_TABLE: list[np.ndarray] = []
+
+
+def _class_table() -> np.ndarray:
+    """``table[cp]``: 0 = not a letter, 1 = a letter of another script, 2 = a CJK ideograph
+    (:func:`_letter_mask` / :func:`_cjk_mask` applied to every code point up to the last CJK
+    one); the final entry (0) stands for every code point above."""
+    if not _CLASS_TABLE:
+        cps = np.arange(int(_CJK_RANGES[-1][1]) + 2, dtype=np.uint32)
+        cjk = _cjk_mask(cps)
+        table = _letter_mask(cps, cjk).astype(np.uint8) + cjk
+        table[-1] = 0
+        _CLASS_TABLE.append(table)
+    return _CLASS_TABLE[0]
+
+
+@functools.lru_cache(maxsize=4)
+def _letters(text: str) -> tuple[np.ndarray, int]:
+    """The letters of the text (code points, see :func:`_letter_mask`) and how many are CJK."""
+    table = _class_table()
+    cps = _codepoints(text)
+    cls = table[np.minimum(cps, len(table) - 1)]
+    return cps[cls > 0], int(np.count_nonzero(cls == 2))
+
+
 def chinese_ratio(text: str) -> float:
     """Share of CJK ideographs among the letters (digits and punctuation do not count)."""
-    # One vectorized pass over the code points: faster than a regex findall on long text.
-    cps = _codepoints(text)
-    cjk = _cjk_mask(cps)
-    letters = int(np.count_nonzero(_letter_mask(cps, cjk)))
-    return int(np.count_nonzero(cjk)) / letters if letters else 0.0
+    # One table lookup per code point: faster than a regex findall on long text.
+    letters, cjk = _letters(text)
+    return cjk / len(letters) if len(letters) else 0.0
 
 
 def too_short(text: str, min_chars: int) -> str | None:
@@ -249,22 +276,31 @@ def char_spam(text: str, max_fraction: float, min_len: int = 20) -> str | None:
     """
     if max_fraction >= 1:
         return None
-    cps = _codepoints(text)
-    letters = cps[_letter_mask(cps, _cjk_mask(cps))]
+    letters, _ = _letters(text)
     if len(letters) < min_len:
         return None
-    top = int(np.unique(letters, return_counts=True)[1].max())
+    # The most frequent letter: the longest run of equal values in sorted order.
+    ordered = np.sort(letters)
+    edges = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    top = int(np.diff(edges, prepend=0, append=len(ordered)).max())
     return "char_spam" if top > max_fraction * len(letters) else None
 
 
 def char_run(text: str, max_run: int) -> str | None:
     """``char_run`` for a run of ``max_run`` or more equal letters/ideographs (哈哈哈哈...)."""
-    if max_run <= 1:
+    if max_run <= 1 or len(text) < max_run:
         return None
-    pat = _LETTER_RUN_CACHE.get(max_run)
-    if pat is None:
-        pat = _LETTER_RUN_CACHE[max_run] = re.compile(rf"([^\W\d_])\1{{{max_run - 1},}}")
-    return "char_run" if pat.search(text) else None
+    # Runs of equal code points found with NumPy; only a long run's character is checked
+    # against the letter class (what the regex ``([^\W\d_])\1{max_run-1,}`` would find).
+    cps = _codepoints(text)
+    starts = np.flatnonzero(cps[1:] != cps[:-1]) + 1
+    lengths = np.diff(starts, prepend=0, append=len(cps))
+    if lengths.max() < max_run:
+        return None
+    run_starts = np.concatenate(([0], starts))[lengths >= max_run]
+    if any(_RUN_LETTER.match(text[i]) for i in run_starts.tolist()):
+        return "char_run"
+    return None
 
 
 def repeated_lines(sentences: list[str], max_fraction: float) -> str | None:

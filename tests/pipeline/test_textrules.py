@@ -123,3 +123,43 @@ def test_repeated_lines() -> None:
 def test_shingles() -> None:
     assert tr.shingles("你好 世界", 2) == {s.encode() for s in ["你好", "好世", "世界"]}
     assert tr.shingles("好", 5) == {"好".encode()}
+
+
+def test_table_filters_equal_their_plain_definitions() -> None:
+    """chinese_ratio / char_spam (class table) and char_run (NumPy runs) give what the plain
+    definitions give: range masks + np.unique, and the back-reference regex."""
+    import random
+    import re
+
+    import numpy as np
+
+    def ref_letters(text: str) -> tuple[np.ndarray, np.ndarray]:
+        cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        cjk = tr._cjk_mask(cps)
+        return cps[tr._letter_mask(cps, cjk)], cjk
+
+    pool = list("哈啊好的中文aAbZzé5٣_-。！ΩжぁアＡ가\u3400\u9fff\uf900") + [
+        "𠮷",
+        "\U0003134f",
+        "🤗",
+    ]
+    rng = random.Random(5)
+    texts = ["", "哈" * 12, "a" * 9 + "b", "٣" * 12, "_" * 12, "𠮷" * 11]
+    for _ in range(3000):
+        chars = [rng.choice(pool) * rng.choice([1, 1, 2, 5, 10]) for _ in range(rng.randint(1, 12))]
+        texts.append("".join(chars))
+    hits = {"run": 0, "spam": 0}
+    for text in texts:
+        letters, cjk = ref_letters(text)
+        ratio = int(cjk.sum()) / len(letters) if len(letters) else 0.0
+        assert tr.chinese_ratio(text) == ratio, text
+        for k in (2, 5, 10):
+            want = re.search(rf"([^\W\d_])\1{{{k - 1},}}", text) is not None
+            assert (tr.char_run(text, k) == "char_run") == want, (text, k)
+            hits["run"] += want
+        if len(letters) >= 20:
+            top = int(np.unique(letters, return_counts=True)[1].max())
+            want = top > 0.3 * len(letters)
+            assert (tr.char_spam(text, 0.3) == "char_spam") == want, text
+            hits["spam"] += want
+    assert hits["run"] > 100 and hits["spam"] > 100
