@@ -283,22 +283,24 @@ class Counters:
 
 @dataclass
 class Instance:
-    input_ids: list[int]
-    token_type_ids: list[int]
-    word_starts: list[bool]
+    """One instance; the token columns are NumPy arrays (int32 ids, int8 types, bool starts)."""
+
+    input_ids: np.ndarray
+    token_type_ids: np.ndarray
+    word_starts: np.ndarray
     sop_label: int
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Sentence = tuple[list[int], list[bool]]
+Sentence = tuple[Sequence[int], Sequence[bool]]
 
 
 @dataclass
 class Doc:
-    """One document as flat token lists; sentence k is ``ids[bounds[k]:bounds[k + 1]]``."""
+    """One document as flat token arrays; sentence k is ``ids[bounds[k]:bounds[k + 1]]``."""
 
-    ids: list[int]
-    word_starts: list[bool]
+    ids: np.ndarray  # int32
+    word_starts: np.ndarray  # bool
     bounds: list[int]
 
     @classmethod
@@ -310,10 +312,10 @@ class Doc:
             ids.extend(s_ids)
             ws.extend(s_ws)
             bounds.append(len(ids))
-        return cls(ids, ws, bounds)
+        return cls(np.asarray(ids, dtype=np.int32), np.asarray(ws, dtype=bool), bounds)
 
 
-def _cut_points(ws: list[bool], start: int, end: int, limit: int) -> list[int]:
+def _cut_points(ws: np.ndarray, start: int, end: int, limit: int) -> list[int]:
     """Inner cut positions that split ``[start, end)`` into pieces of at most ``limit`` tokens,
     at word starts where possible (a hard cut inside a word longer than ``limit``)."""
     cuts = []
@@ -367,6 +369,8 @@ def document_instances(
     c = counters if counters is not None else Counters()
     max_tokens = max_seq_len - 3
     ids, ws = doc.ids, doc.word_starts
+    cls, sep = np.array([cls_id], dtype=np.int32), np.array([sep_id], dtype=np.int32)
+    one, two = np.ones(1, dtype=bool), np.ones(2, dtype=bool)
     # Sentence ends (token offsets); empty sentences vanish, long ones are cut at word starts.
     cuts = [doc.bounds[0]]
     for k in range(1, len(doc.bounds)):
@@ -406,8 +410,8 @@ def document_instances(
             continue
         else:
             c.single_sentence_split += 1
-            inner = [j for j in range(start + 1, end) if ws[j]]
-            mid = int(rng.choice(inner)) if inner else int(rng.integers(start + 1, end))
+            inner = np.flatnonzero(ws[start + 1 : end]) + (start + 1)
+            mid = int(rng.choice(inner)) if len(inner) else int(rng.integers(start + 1, end))
         (a0, a1), (b0, b1) = (start, mid), (mid, end)
         swap = bool(rng.random() < 0.5)
         if swap:
@@ -419,9 +423,10 @@ def document_instances(
             c.truncated_tokens += excess
             fa, ba, fb, bb = trim_counts(la, lb, max_tokens, rng.random(excess) < 0.5)
             a0, a1, b0, b1 = a0 + fa, a1 - ba, b0 + fb, b1 - bb
-        input_ids = [cls_id, *ids[a0:a1], sep_id, *ids[b0:b1], sep_id]
-        word_starts = [True, True, *ws[a0 + 1 : a1], True, True, *ws[b0 + 1 : b1], True]
-        types = [0] * (a1 - a0 + 2) + [1] * (b1 - b0 + 1)
+        input_ids = np.concatenate((cls, ids[a0:a1], sep, ids[b0:b1], sep))
+        word_starts = np.concatenate((two, ws[a0 + 1 : a1], two, ws[b0 + 1 : b1], one))
+        types = np.zeros(len(input_ids), dtype=np.int8)
+        types[a1 - a0 + 2 :] = 1
         c.instances += 1
         c.instance_tokens += len(input_ids)
         yield Instance(input_ids, types, word_starts, int(swap))
@@ -441,12 +446,30 @@ class _Job:
     config: dict[str, Any]
 
 
+_TOKENIZER: dict[tuple, tuple[Any, np.ndarray]] = {}
+
+
 def _tokenizer(path: str) -> tuple[Any, np.ndarray]:
-    tok = open_vocab(Path(path))
-    return tok, continuation_table(tok)
+    """The tokenizer (and continuation table) of ``--vocab``, loaded once per process while
+    the vocab files stay the same (its code point table is built on first use)."""
+    p = Path(path)
+    try:
+        files = sorted(p.iterdir()) if p.is_dir() else [p]
+        stats = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    except OSError:
+        tok = open_vocab(p)  # names the problem
+        return tok, continuation_table(tok)
+    key = (str(p.resolve()), stats)
+    if key not in _TOKENIZER:
+        tok = open_vocab(p)
+        _TOKENIZER.clear()
+        _TOKENIZER[key] = (tok, continuation_table(tok))
+    return _TOKENIZER[key]
 
 
-def _list_array(offsets: list[int], values: np.ndarray, typ: pa.DataType) -> pa.Array:
+def _list_array(
+    offsets: Sequence[int] | np.ndarray, values: np.ndarray, typ: pa.DataType
+) -> pa.Array:
     return pa.ListArray.from_arrays(
         pa.array(np.asarray(offsets, dtype=np.int32)), pa.array(values, type=typ)
     )
@@ -476,17 +499,12 @@ class _PartWriter:
         if not rows:
             return
         cols: dict[str, pa.Array] = {}
-        lengths = [0]
-        for r in rows:
-            lengths.append(lengths[-1] + len(r.input_ids))
-        flat = lambda key: list(chain.from_iterable(getattr(r, key) for r in rows))  # noqa: E731
-        cols["input_ids"] = _list_array(lengths, np.array(flat("input_ids"), np.int32), pa.int32())
-        cols["token_type_ids"] = _list_array(
-            lengths, np.array(flat("token_type_ids"), np.int8), pa.int8()
-        )
-        cols["word_starts"] = _list_array(
-            lengths, np.array(flat("word_starts"), np.bool_), pa.bool_()
-        )
+        lengths = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum([len(r.input_ids) for r in rows], out=lengths[1:])
+        flat = lambda key, dt: np.concatenate([getattr(r, key) for r in rows]).astype(dt)  # noqa: E731
+        cols["input_ids"] = _list_array(lengths, flat("input_ids", np.int32), pa.int32())
+        cols["token_type_ids"] = _list_array(lengths, flat("token_type_ids", np.int8), pa.int8())
+        cols["word_starts"] = _list_array(lengths, flat("word_starts", np.bool_), pa.bool_())
         cols["sop_label"] = pa.array(np.array([r.sop_label for r in rows], np.int8))
         if "masked_positions" in self.schema.names:
             mlen = [0]
@@ -545,13 +563,12 @@ def _docs_of_batch(batch: pa.RecordBatch, source: str, tok: Any, is_cont: np.nda
             f"up to {sums[k]}, the sentence has {sent_len[k]} characters"
         )
     ids, ws, t_off = align_sentences(tok, is_cont, flat_sent.to_pylist(), lens_flat, l_off)
-    ids_l, ws_l = ids.tolist(), ws.tolist()
     t = t_off.tolist()
     docs = []
     for d in range(len(s_off) - 1):
         lo, hi = int(s_off[d]), int(s_off[d + 1])
         t0, t1 = t[lo], t[hi]
-        docs.append(Doc(ids_l[t0:t1], ws_l[t0:t1], [x - t0 for x in t[lo : hi + 1]]))
+        docs.append(Doc(ids[t0:t1], ws[t0:t1], [x - t0 for x in t[lo : hi + 1]]))
     return docs
 
 
@@ -592,7 +609,7 @@ def _mask_static(
     )
     for k, r in enumerate(rows):
         n = int(out.num_predictions[k])
-        r.input_ids = out.input_ids[k, : len(r.input_ids)].tolist()
+        r.input_ids = out.input_ids[k, : len(r.input_ids)].copy()
         r.extra = {"positions": out.positions[k, :n], "labels": out.labels[k, :n]}
     return int(out.num_predictions.sum())
 

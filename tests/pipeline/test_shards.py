@@ -245,12 +245,13 @@ def test_instances_structure_sop_and_no_cross_document() -> None:
     assert c.instances == len(insts) > 500
     swapped = 0
     for inst in insts:
-        ids = inst.input_ids
+        ids = inst.input_ids.tolist()
+        assert inst.input_ids.dtype == np.int32 and inst.token_type_ids.dtype == np.int8
         assert len(ids) <= 64 and ids[0] == 2 and ids[-1] == 3
         sep = ids.index(3)
         a, b = ids[1:sep], ids[sep + 1 : -1]
         assert a and b and 3 not in b
-        assert inst.token_type_ids == [0] * (len(a) + 2) + [1] * (len(b) + 1)
+        assert inst.token_type_ids.tolist() == [0] * (len(a) + 2) + [1] * (len(b) + 1)
         assert len(inst.word_starts) == len(ids)
         assert inst.word_starts[0] and inst.word_starts[sep] and inst.word_starts[-1]
         assert inst.word_starts[1] and inst.word_starts[sep + 1]
@@ -303,8 +304,9 @@ def test_single_sentence_split_at_word_boundary_and_tiny_dropped() -> None:
         )
         assert len(insts) == 1 and c.single_sentence_split == 1
         inst = insts[0]
-        sep = inst.input_ids.index(3)
-        a, b = inst.input_ids[1:sep], inst.input_ids[sep + 1 : -1]
+        got = inst.input_ids.tolist()
+        sep = got.index(3)
+        a, b = got[1:sep], got[sep + 1 : -1]
         assert sorted(a + b) == ids
         cut = ids.index(b[0] if inst.sop_label == 0 else a[0])  # where the sentence was cut
         cuts.add(cut)
