@@ -281,8 +281,8 @@ def char_spam(text: str, max_fraction: float, min_len: int = 20) -> str | None:
         return None
     # The most frequent letter: the longest run of equal values in sorted order.
     ordered = np.sort(letters)
-    edges = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
-    top = int(np.diff(edges, prepend=0, append=len(ordered)).max())
+    edges = np.concatenate(([0], np.flatnonzero(ordered[1:] != ordered[:-1]) + 1, [len(ordered)]))
+    top = int((edges[1:] - edges[:-1]).max())
     return "char_spam" if top > max_fraction * len(letters) else None
 
 
@@ -293,11 +293,12 @@ def char_run(text: str, max_run: int) -> str | None:
     # Runs of equal code points found with NumPy; only a long run's character is checked
     # against the letter class (what the regex ``([^\W\d_])\1{max_run-1,}`` would find).
     cps = _codepoints(text)
-    starts = np.flatnonzero(cps[1:] != cps[:-1]) + 1
-    lengths = np.diff(starts, prepend=0, append=len(cps))
-    if lengths.max() < max_run:
-        return None
-    run_starts = np.concatenate(([0], starts))[lengths >= max_run]
+    same = cps[1:] == cps[:-1]
+    if np.count_nonzero(same) < max_run - 1:
+        return None  # too few repeats for any run that long
+    edges = np.concatenate(([0], np.flatnonzero(~same) + 1, [len(cps)]))
+    lengths = edges[1:] - edges[:-1]
+    run_starts = edges[:-1][lengths >= max_run]
     if any(_RUN_LETTER.match(text[i]) for i in run_starts.tolist()):
         return "char_run"
     return None
