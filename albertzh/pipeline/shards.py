@@ -29,6 +29,7 @@ and writes ``dupe_factor`` copies of the data, each with its own chunking, SOP s
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -346,13 +347,25 @@ def trim_counts(la: int, lb: int, max_tokens: int, coins: np.ndarray) -> tuple[i
     d = min(excess, abs(la - lb))
     head, alt = coins[:d], coins[d:excess]
     b_steps, a_steps = alt[0::2], alt[1::2]
-    fa, na = int(a_steps.sum()), len(a_steps)
-    fb, nb = int(b_steps.sum()), len(b_steps)
+    fa, na = int(np.count_nonzero(a_steps)), len(a_steps)
+    fb, nb = int(np.count_nonzero(b_steps)), len(b_steps)
     if la > lb:
-        fa, na = fa + int(head.sum()), na + d
+        fa, na = fa + int(np.count_nonzero(head)), na + d
     else:
-        fb, nb = fb + int(head.sum()), nb + d
+        fb, nb = fb + int(np.count_nonzero(head)), nb + d
     return fa, na - fa, fb, nb - fb
+
+
+_TRUE = np.ones(2, dtype=bool)
+_TRUE.flags.writeable = False
+
+
+@functools.lru_cache(maxsize=16)
+def _id_array(token_id: int) -> np.ndarray:
+    """A read-only one-element int32 array (the [CLS]/[SEP] pieces of every instance)."""
+    a = np.array([token_id], dtype=np.int32)
+    a.flags.writeable = False
+    return a
 
 
 def document_instances(
@@ -369,8 +382,8 @@ def document_instances(
     c = counters if counters is not None else Counters()
     max_tokens = max_seq_len - 3
     ids, ws = doc.ids, doc.word_starts
-    cls, sep = np.array([cls_id], dtype=np.int32), np.array([sep_id], dtype=np.int32)
-    one, two = np.ones(1, dtype=bool), np.ones(2, dtype=bool)
+    cls, sep = _id_array(cls_id), _id_array(sep_id)
+    one, two = _TRUE[:1], _TRUE
     # Sentence ends (token offsets); empty sentences vanish, long ones are cut at word starts.
     cuts = [doc.bounds[0]]
     for k in range(1, len(doc.bounds)):
