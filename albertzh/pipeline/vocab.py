@@ -164,7 +164,7 @@ def iter_sentences(parts: list[Path], with_words: bool = False) -> Iterator[Any]
     """Every sentence of a words dataset (or ``(sentence, word_lens)`` with ``with_words``)."""
     cols = ["sentences", "word_lens"] if with_words else ["sentences"]
     for p in parts:
-        for batch in ds.iter_batches(p, cols):
+        for batch in ds.iter_batches(p, cols, batch_rows=256):
             sents = batch.column("sentences").to_pylist()
             if with_words:
                 lens = batch.column("word_lens").to_pylist()
@@ -194,7 +194,7 @@ _CJK_RE = re.compile(
 
 
 def count_units(
-    sentences: Iterator[str], do_lower_case: bool, batch: int = 8000
+    sentences: Iterator[str], do_lower_case: bool, batch: int = 2000
 ) -> dict[str, Counter]:
     """Count CJK characters, punctuation, and the other (non-Chinese) words of the corpus,
     as BERT will tokenize it (normaliser: clean text, lowercase, strip accents).
