@@ -103,8 +103,8 @@ def _normalise_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def load_model(cls: type[M], path: str | os.PathLike[str], **overrides: Any) -> M:
     """Build ``cls`` from the directory's config (plus overrides) and load its weights.
 
-    Backbone keys must match exactly. Heads of ``cls`` the checkpoint lacks entirely are freshly
-    initialised; heads of other classes in the checkpoint are ignored (``model.load_info`` says
+    Backbone keys must match exactly. Heads of ``cls`` (and the pooler) that the checkpoint lacks
+    entirely are freshly initialised; heads of other classes in the checkpoint are ignored (``model.load_info`` says
     which). A head present only in part, or with the wrong shape, is an error -- except
     the classifier when the overrides change the labels (count or names): it starts fresh.
     """
@@ -120,9 +120,13 @@ def load_model(cls: type[M], path: str | os.PathLike[str], **overrides: Any) -> 
     model = cls(config, init=False)  # type: ignore[call-arg]
     bare = not hasattr(model, "albert")  # AlbertModel itself: its keys lack the prefix
     own = {("albert." + k if bare else k): v for k, v in model.state_dict().items()}
-    heads: tuple[str, ...] = getattr(cls, "heads", ())
+    # The pooler counts as a head too: HF's AlbertForMaskedLM (the albert_chinese_* models)
+    # and token-level heads are saved without one.
+    heads: tuple[str, ...] = (*getattr(cls, "heads", ()), "albert.pooler")
 
     def head_of(key: str) -> str | None:
+        if key.startswith("albert.pooler."):
+            return "albert.pooler"
         return None if key.startswith("albert.") else key.split(".", 1)[0]
 
     missing = sorted(k for k in own if k not in state)
@@ -160,7 +164,8 @@ def load_model(cls: type[M], path: str | os.PathLike[str], **overrides: Any) -> 
     load = {(k.removeprefix("albert.") if bare else k): v for k, v in state.items() if k in own}
     model.load_state_dict(load, strict=False)
     for head in fresh:
-        model.init_weights(getattr(model, head))  # type: ignore[operator]
+        module = model.get_submodule(head.removeprefix("albert.") if bare else head)
+        model.init_weights(module)  # type: ignore[operator]
     if fresh or ignored:
         log.info("%s: initialised new head(s) %s; ignored %s", path, fresh, ignored)
     model.load_info = {"initialized": fresh, "ignored": ignored}  # type: ignore[assignment]

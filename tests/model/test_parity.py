@@ -224,3 +224,19 @@ def test_bare_model_parity_both_ways(tmp_path) -> None:
     assert no_key_problems(info), info
     with torch.no_grad():
         assert close(back(**inputs).last_hidden_state, out.last_hidden_state)
+
+
+def test_hf_masked_lm_dir_without_pooler_loads_for_pretraining(tmp_path) -> None:
+    # The albert_chinese_* family are AlbertForMaskedLM dirs: no pooler, no SOP head.
+    cfg = small_config(num_hidden_layers=3)
+    hf = transformers.AlbertForMaskedLM(hf_config(cfg)).eval()
+    randomize(hf, seed=14)
+    hf.save_pretrained(tmp_path)
+    ours = AlbertForPretraining.from_pretrained(tmp_path).eval()
+    assert ours.load_info == {"initialized": ["albert.pooler", "sop_classifier"], "ignored": []}
+    assert ours.albert.pooler.weight.std() > 0.005  # initialised, not left empty
+    inputs = batch(cfg, seed=15)
+    with torch.no_grad():
+        assert close(ours(**inputs).mlm_logits, hf(**inputs).logits)
+    encoder = AlbertModel.from_pretrained(tmp_path)
+    assert encoder.load_info == {"initialized": ["albert.pooler"], "ignored": ["predictions"]}
