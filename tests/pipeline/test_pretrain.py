@@ -139,6 +139,7 @@ def test_baseline_run_makes_a_model_dir(baseline: dict) -> None:
     assert pt.weights_digest(AlbertForPretraining.from_pretrained(run)) == s["weights_sha256"]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted(
     inputs: dict[str, Path], baseline: dict, tmp_path: Path
 ) -> None:
