@@ -198,3 +198,23 @@ def test_compiles_without_graph_breaks() -> None:
         ref = model(input_ids=x, attention_mask=mask, masked_positions=positions)
     assert torch.allclose(got.mlm_logits, ref.mlm_logits, atol=1e-5)
     torch._dynamo.reset()
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_autocast_matches_fp32() -> None:
+    torch.manual_seed(0)
+    model = AlbertForPretraining(tiny(hidden_size=64, intermediate_size=128)).eval()
+    x = ids(4, 16)
+    mask = torch.ones_like(x)
+    mask[1, 10:] = 0
+    positions = torch.tensor([[1, 2], [3, 4], [5, 6], [7, 8]])
+    with torch.no_grad():
+        ref = model(input_ids=x, attention_mask=mask, masked_positions=positions)
+        gpu = model.cuda()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = gpu(
+                input_ids=x.cuda(), attention_mask=mask.cuda(), masked_positions=positions.cuda()
+            )
+    assert out.mlm_logits.dtype == torch.bfloat16
+    assert torch.allclose(out.mlm_logits.float().cpu(), ref.mlm_logits, atol=0.05, rtol=0.05)
+    assert torch.allclose(out.sop_logits.float().cpu(), ref.sop_logits, atol=0.05, rtol=0.05)
