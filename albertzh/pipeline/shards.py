@@ -41,7 +41,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
@@ -564,7 +563,10 @@ def _docs_of_batch(batch: pa.RecordBatch, source: str, tok: Any, is_cont: np.nda
     l_off = inner.offsets.to_numpy().astype(np.int64)
     lens_flat = inner.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
     l_off = l_off - l_off[0]
-    sent_len = pc.utf8_length(flat_sent).to_numpy(zero_copy_only=False).astype(np.int64)
+    if flat_sent.null_count:
+        raise DatasetError(f"{source}: column 'sentences' holds a null sentence")
+    texts = flat_sent.to_pylist()
+    sent_len = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     sums = segment_sums(lens_flat, l_off)
     if (lens_flat < 0).any():
         raise DatasetError(f"{source}: column 'word_lens' holds negative lengths")
@@ -575,7 +577,7 @@ def _docs_of_batch(batch: pa.RecordBatch, source: str, tok: Any, is_cont: np.nda
             f"{source}: document {_doc_id(batch, doc)}: word_lens of sentence {k - s_off[doc]} add "
             f"up to {sums[k]}, the sentence has {sent_len[k]} characters"
         )
-    ids, ws, t_off = align_sentences(tok, is_cont, flat_sent.to_pylist(), lens_flat, l_off)
+    ids, ws, t_off = align_sentences(tok, is_cont, texts, lens_flat, l_off)
     t = t_off.tolist()
     docs = []
     for d in range(len(s_off) - 1):
@@ -583,6 +585,14 @@ def _docs_of_batch(batch: pa.RecordBatch, source: str, tok: Any, is_cont: np.nda
         t0, t1 = t[lo], t[hi]
         docs.append(Doc(ids[t0:t1], ws[t0:t1], [x - t0 for x in t[lo : hi + 1]]))
     return docs
+
+
+def _utf8_bytes(strings: pa.Array) -> int:
+    """Total UTF-8 bytes of a string array (from its offsets buffer)."""
+    if len(strings) == 0:
+        return 0
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)
+    return int(offsets[strings.offset + len(strings)] - offsets[strings.offset])
 
 
 def _doc_id(batch: pa.RecordBatch, row: int) -> str:
@@ -647,8 +657,7 @@ def make_part(job: _Job) -> dict[str, Any]:
         ):
             docs = _docs_of_batch(batch, job.source, tok, is_cont)
             c.docs += len(docs)
-            flat = pc.list_flatten(batch.column("sentences"))
-            c.text_bytes += int(pc.sum(pc.binary_length(flat)).as_py() or 0)
+            c.text_bytes += _utf8_bytes(batch.column("sentences").flatten())
             c.sentences += sum(len(doc.bounds) - 1 for doc in docs)
             c.tokens += sum(len(doc.ids) for doc in docs)
             for d in range(cfg.copies):
