@@ -28,6 +28,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
@@ -329,6 +330,14 @@ class _Inline:
         pass
 
 
+def _utf8_bytes(strings: pa.Array) -> int:
+    """Total UTF-8 bytes of a string array (from its offsets buffer; nulls count 0)."""
+    if len(strings) == 0:
+        return 0
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)
+    return int(offsets[strings.offset + len(strings)] - offsets[strings.offset])
+
+
 def _segment_part(
     pool: Any,
     workers: int,
@@ -355,7 +364,7 @@ def _segment_part(
     for batch in ds.iter_batches(src, ["doc_id", "text"], batch_rows=batch_docs):
         doc_ids = batch.column("doc_id").to_pylist()
         texts = batch.column("text").to_pylist()
-        nbytes = sum(len(t.encode("utf-8")) for t in texts if t)
+        nbytes = _utf8_bytes(batch.column("text"))
         totals["bytes"] = totals.get("bytes", 0) + nbytes
         pending.append((pool.submit(segment_batch, doc_ids, texts), nbytes))
         drain(2 * workers)
