@@ -543,6 +543,14 @@ def test_bad_word_lens_fails_without_half_written_output(tmp_path, tok) -> None:
     ds.finish_output(out2, "segment", _Cfg(), [])
     with pytest.raises(DatasetError, match="missing column 'word_lens'"):
         run(_cfg(tmp_path, out2, vocab, "s2"))
+    # A null sentence inside a document is named, not turned into a wrong length.
+    out3 = ds.prepare_output(tmp_path / "w3")
+    nulls = {"doc_id": ["a"], "sentences": [["我", None]], "word_lens": [[[1], []]]}
+    ds.write_part(out3, 0, pa.table(nulls, schema=schema))
+    ds.finish_output(out3, "segment", _Cfg(), [])
+    with pytest.raises(DatasetError, match="part-00000.parquet: column 'sentences' holds a null"):
+        run(_cfg(tmp_path, out3, vocab, "s3"))
+    assert not (tmp_path / "s3" / "manifest.json").exists()
 
 
 def test_config_checks(tmp_path) -> None:
