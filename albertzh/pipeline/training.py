@@ -770,6 +770,15 @@ class Checkpointer:
 # --------------------------------------------------------------------------- metrics
 
 
+def _parse_line(line: str) -> dict[str, Any] | None:
+    """One metrics record, or None for a blank or torn line (a run killed mid-write)."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
 class MetricsLog:
     """Append-only JSONL metrics (one object per line: step, split, time, metrics...).
 
@@ -788,8 +797,8 @@ class MetricsLog:
         if resume_step is not None and self.path.is_file():
             kept = [
                 line
-                for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+                for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+                if (rec := _parse_line(line)) is not None and rec.get("step", 0) <= resume_step
             ]
             self.path.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
         self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
@@ -825,7 +834,8 @@ def read_metrics(run_dir: Path, split: str | None = None) -> list[dict[str, Any]
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    recs = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    recs = [r for r in map(_parse_line, lines) if r is not None]
     return [r for r in recs if split is None or r.get("split") == split]
 
 

@@ -304,6 +304,8 @@ def test_metrics_log_and_resume_truncation(tmp_path: Path) -> None:
     log.log(20, "eval", mlm_accuracy=0.5)
     log.close()
     assert [r["step"] for r in tr.read_metrics(tmp_path, "train")] == [10, 20, 30]
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 40, "split": "tra')  # torn by a SIGKILL mid-write
     log = tr.MetricsLog(tmp_path, resume_step=20)
     log.log(30, loss=0.1)
     log.close()
