@@ -354,7 +354,7 @@ class CharTokenizer(Tokenizer):
         joined = "".join(texts)
         cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
         # The table's last entry is -1: every code point past it looks that up.
-        tid = table[np.minimum(cps, len(table) - 1)]
+        tid = np.take(table, cps, mode="clip")
         fast = tid >= 0
         slow = ~fast
         # Runs of slow characters, never crossing the end of a text.
