@@ -106,7 +106,9 @@ def test_dataset_roundtrip_and_manifest(tmp_path: Path) -> None:
     out = ds.prepare_output(tmp_path / "docs")
     ds.write_part(out, 0, _table(3), {"kept": 3, "dropped": {"too_short": 1}})
     ds.write_part(out, 1, _table(2), {"kept": 2, "dropped": {"too_short": 2, "duplicate": 1}})
-    m = ds.finish_output(out, "clean", _Cfg(), ["in.txt"])
+    (tmp_path / "in.txt").write_text("x")
+    m = ds.finish_output(out, "clean", _Cfg(), [str(tmp_path / "in.txt"), "-", "missing.txt"])
+    assert m["inputs"] == [str((tmp_path / "in.txt").resolve()), "-", "missing.txt"]
     assert m["rows"] == 5 and [f["name"] for f in m["files"]] == [
         "part-00000.parquet",
         "part-00001.parquet",

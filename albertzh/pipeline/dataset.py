@@ -141,6 +141,16 @@ def merge_counts(items: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
+def _where(x: Any) -> str:
+    """An input as the manifest records it: local paths made absolute, so a later stage run
+    from another directory still finds e.g. the vocab make-shards used; URLs and ``-`` as given."""
+    text = str(x)
+    if text == "-" or "://" in text:
+        return text
+    p = Path(text)
+    return str(p.resolve()) if p.exists() else text
+
+
 def finish_output(
     out_dir: Path,
     stage: str,
@@ -164,7 +174,7 @@ def finish_output(
         "format_version": FORMAT_VERSION,
         "albertzh_version": __version__,
         "config": cfg,
-        "inputs": [str(x) for x in inputs],
+        "inputs": [_where(x) for x in inputs],
         "files": files,
         "rows": rows,
         "stats": merge_counts(stats),
