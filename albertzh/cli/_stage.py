@@ -6,6 +6,7 @@ override them; the help text is the field description plus its default.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import inspect
 import json
@@ -13,7 +14,7 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -32,6 +33,19 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one red error line on stderr and return the Exit to raise."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn an AlbertzhError into one red line + exit 2 (re-raised under --debug); ^C exits 130."""
+    try:
+        yield
+    except AlbertzhError as exc:
+        if DEBUG["on"]:
+            raise
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", code=130) from None
 
 
 def _unwrap_optional(tp: Any) -> Any:
@@ -146,7 +160,7 @@ def stage_command(
             for k, v in kwargs.items()
             if v is not None and v != []
         }
-        try:
+        with user_errors():
             cfg = build_config(config_cls, config_file, overrides)
             if print_config:
                 sys.stdout.write(
@@ -154,12 +168,6 @@ def stage_command(
                 )
                 return
             summary = run(cfg)
-        except AlbertzhError as exc:
-            if DEBUG["on"]:
-                raise
-            raise fail(str(exc)) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted", code=130) from None
         # Under torchrun every rank runs the stage; only rank 0 prints the summary.
         if os.environ.get("RANK", "0") == "0":
             print_summary(summary, as_json=as_json)

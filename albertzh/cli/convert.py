@@ -15,10 +15,9 @@ from typing import Any, Optional
 
 import typer
 
-from albertzh.cli._stage import DEBUG, fail
+from albertzh.cli._stage import fail, user_errors
 from albertzh.config import build_config
 from albertzh.console import print_summary
-from albertzh.errors import AlbertzhError
 
 HELP = "Convert albert_zh TF checkpoints and HF directories (both ways)."
 EPILOG = (
@@ -101,7 +100,7 @@ def convert(
     overrides = {
         k: (v.value if isinstance(v, enum.Enum) else v) for k, v in given.items() if v is not None
     }
-    try:
+    with user_errors():
         if output is None:
             raise fail("-o/--output: missing (the directory to write)")
         cfg = build_config(ConvertConfig, None, overrides)
@@ -111,12 +110,6 @@ def convert(
             )
             return
         summary = run(cfg)
-    except AlbertzhError as exc:
-        if DEBUG["on"]:
-            raise
-        raise fail(str(exc)) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted", code=130) from None
     print_summary(summary, as_json=json_out)
 
 

@@ -9,10 +9,9 @@ from typing import Optional
 
 import typer
 
-from albertzh.cli._stage import DEBUG, fail
+from albertzh.cli._stage import user_errors
 from albertzh.config import build_config
 from albertzh.console import err_console
-from albertzh.errors import AlbertzhError
 from albertzh.pipeline.predict import PredictConfig, run
 
 HELP = """Classify sentences or a<TAB>b pairs (one per line, from FILE or stdin) with a finetuned
@@ -45,14 +44,9 @@ def _predict(
         "with_text": with_text,
     }
     try:
-        cfg = build_config(PredictConfig, None, overrides)
-        summary = run(cfg)
-    except AlbertzhError as exc:
-        if DEBUG["on"]:
-            raise
-        raise fail(str(exc)) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted", code=130) from None
+        with user_errors():
+            cfg = build_config(PredictConfig, None, overrides)
+            summary = run(cfg)
     except BrokenPipeError:  # `albertzh predict ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no noise at exit
         raise typer.Exit(0) from None
