@@ -18,7 +18,6 @@ produces the same format, so tests can build albert_zh-style checkpoints with no
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from albertzh.errors import InputError
+from albertzh.pipeline.dataset import atomic_write_bytes
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_LEN = 48  # two block handles padded to 40 bytes + 8-byte magic
@@ -509,16 +509,7 @@ def write_table(
     handles = meta + idx
     footer = handles + b"\0" * (40 - len(handles)) + struct.pack("<Q", TABLE_MAGIC)
     out.extend(footer)
-    _atomic_write(Path(path), bytes(out))
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(Path(path), bytes(out))
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -687,7 +678,7 @@ def write_checkpoint(
         chunks.append(data)
         offset += len(data)
     data_path = prefix.with_name(prefix.name + ".data-00000-of-00001")
-    _atomic_write(data_path, b"".join(chunks))
+    atomic_write_bytes(data_path, b"".join(chunks))
     write_table(
         prefix.with_name(prefix.name + ".index"),
         entries,
@@ -698,5 +689,5 @@ def write_checkpoint(
         text = (
             f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n'
         )
-        _atomic_write(prefix.parent / "checkpoint", text.encode("utf-8"))
+        atomic_write_bytes(prefix.parent / "checkpoint", text.encode("utf-8"))
     return prefix
