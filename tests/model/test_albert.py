@@ -7,35 +7,18 @@ import torch
 import torch.nn.functional as F
 
 from albertzh.model import (
-    AlbertConfig,
     AlbertForPretraining,
     AlbertForSequenceClassification,
     AlbertModel,
     AlbertModelOutput,
     AlbertPretrainingOutput,
 )
+from tests.model.conftest import tiny_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP spin-waits on this shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny(**fields) -> AlbertConfig:
-    base = dict(
-        vocab_size=60,
-        embedding_size=8,
-        hidden_size=16,
-        num_attention_heads=2,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        max_position_embeddings=32,
-    )
-    return AlbertConfig(**{**base, **fields})
+tiny = tiny_config
 
 
 def ids(B: int = 2, T: int = 10, seed: int = 0, vocab: int = 60) -> torch.Tensor:

@@ -16,28 +16,13 @@ from albertzh.model import (
     AlbertModel,
     read_meta,
 )
+from tests.model.conftest import tiny_config
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP spin-waits on this shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**fields) -> AlbertConfig:
-    base = dict(
-        vocab_size=50,
-        embedding_size=8,
-        hidden_size=16,
-        num_attention_heads=2,
-        intermediate_size=24,
-        num_hidden_layers=2,
-        max_position_embeddings=32,
-    )
-    return AlbertConfig(**{**base, **fields})
+    return tiny_config(**{"vocab_size": 50, "intermediate_size": 24, **fields})
 
 
 def same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:

@@ -11,6 +11,7 @@ from albertzh.model import (
     AlbertForSequenceClassification,
     AlbertModel,
 )
+from tests.model.conftest import tiny_config
 
 transformers = pytest.importorskip("transformers")
 
@@ -25,26 +26,21 @@ CONFIGS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP spin-waits on this shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+SMALL = dict(
+    vocab_size=97,
+    embedding_size=16,
+    hidden_size=32,
+    num_attention_heads=4,
+    intermediate_size=48,
+    max_position_embeddings=40,
+)
 
 
 def small_config(**fields) -> AlbertConfig:
-    base = dict(
-        vocab_size=97,
-        embedding_size=16,
-        hidden_size=32,
-        num_attention_heads=4,
-        intermediate_size=48,
-        max_position_embeddings=40,
-        num_hidden_layers=2,
-    )
-    return AlbertConfig(**{**base, **fields})
+    return tiny_config(**{**SMALL, **fields})
 
 
 @torch.no_grad()
