@@ -9,14 +9,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import typer
-from click.testing import CliRunner
 
-import albertzh.cli
 from albertzh.pipeline import dataset as ds
-
-root = typer.main.get_command(albertzh.cli.app)
-runner = CliRunner()
+from tests.cli.conftest import one_error_line, root, runner
 
 DOCS = [
     "今天天气很好，我们一起去公园散步。公园里有很多人在锻炼身体！",
@@ -27,15 +22,6 @@ DOCS = [
 
 def _clean(*args: str, input: bytes | None = None):  # noqa: A002
     return runner.invoke(root, ["clean", *args], input=input)
-
-
-def _one_error_line(r, *needles: str) -> None:
-    assert r.exit_code == 2, r.output
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    assert "Traceback" not in r.output
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 def test_help_lists_the_flags() -> None:
@@ -104,7 +90,7 @@ def test_encoding_error_default_and_alternatives(tmp_path: Path) -> None:
     first = (DOCS[0] + "\n").encode()
     src.write_bytes(first + b"\xc3\x28 broken\n" + (DOCS[1] + "\n").encode())
     r = _clean(str(src), "-o", str(tmp_path / "o1"))
-    _one_error_line(r, str(src), f"byte {len(first)}", "UTF-8")
+    one_error_line(r, str(src), f"byte {len(first)}", "UTF-8")
     r = _clean(str(src), "-o", str(tmp_path / "o2"), "--encoding-errors", "skip-line", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["skipped_lines"] == 1
     r = _clean(str(src), "-o", str(tmp_path / "o3"), "--encoding-errors", "replace", "--json")
@@ -114,21 +100,21 @@ def test_encoding_error_default_and_alternatives(tmp_path: Path) -> None:
 def test_bad_inputs_exit_2_naming_the_file(tmp_path: Path) -> None:
     out = str(tmp_path / "docs")
     missing = tmp_path / "nope.txt"
-    _one_error_line(_clean(str(missing), "-o", out), str(missing), "no such file")
+    one_error_line(_clean(str(missing), "-o", out), str(missing), "no such file")
 
     odd = tmp_path / "data.csv"
     odd.write_text("a,b\n")
-    _one_error_line(_clean(str(odd), "-o", out), str(odd), "unknown input type")
+    one_error_line(_clean(str(odd), "-o", out), str(odd), "unknown input type")
 
     js = tmp_path / "a.jsonl"
     js.write_text(json.dumps({"body": DOCS[0]}, ensure_ascii=False) + "\n", encoding="utf-8")
-    _one_error_line(_clean(str(js), "-o", out), str(js), "no field 'text'")
+    one_error_line(_clean(str(js), "-o", out), str(js), "no field 'text'")
     r = _clean(str(js), "-o", out, "--text-field", "body", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["rows_out"] == 1
 
     pqf = tmp_path / "a.parquet"
     pq.write_table(pa.table({"body": DOCS}), pqf)
-    _one_error_line(_clean(str(pqf), "-o", str(tmp_path / "p")), str(pqf), "no column 'text'")
+    one_error_line(_clean(str(pqf), "-o", str(tmp_path / "p")), str(pqf), "no column 'text'")
     r = _clean(str(pqf), "-o", str(tmp_path / "p"), "--text-column", "body", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["rows_out"] == 3
 
@@ -137,9 +123,9 @@ def test_bad_flag_values_name_the_flag(tmp_path: Path) -> None:
     src = tmp_path / "a.txt"
     src.write_text(DOCS[0] + "\n", encoding="utf-8")
     r = _clean(str(src), "-o", str(tmp_path / "d"), "--min-chars", "50", "--max-chars", "10")
-    _one_error_line(r, "--max-chars")
+    one_error_line(r, "--max-chars")
     r = _clean(str(src), "-o", str(tmp_path / "d"), "--min-chinese-ratio", "1.5")
-    _one_error_line(r, "--min-chinese-ratio")
+    one_error_line(r, "--min-chinese-ratio")
 
 
 @pytest.mark.parametrize("flag", ["--no-dedup", "--no-split-sentences", "--urls=drop"])

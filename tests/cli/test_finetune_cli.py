@@ -7,15 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
-from click.testing import CliRunner
 from safetensors.torch import load_file
 
-import albertzh.cli
+from tests.cli.conftest import root, runner
 from tests.pipeline.test_finetune import make_model_dir, make_senti_data
-
-root = typer.main.get_command(albertzh.cli.app)
-runner = CliRunner()
 
 
 def invoke(*args: object, input: str | None = None):  # noqa: ANN201

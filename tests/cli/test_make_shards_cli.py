@@ -7,15 +7,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import typer
-from click.testing import CliRunner
 
-import albertzh.cli
 from albertzh.config import StageConfig
 from albertzh.pipeline import dataset as ds
-
-root = typer.main.get_command(albertzh.cli.app)
-runner = CliRunner()
+from tests.cli.conftest import one_error_line, root, runner
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 SCHEMA = pa.schema(
@@ -55,14 +50,6 @@ def _setup(tmp: Path) -> tuple[Path, Path]:
         ds.write_part(words, i, pa.table(rows, schema=SCHEMA))
     ds.finish_output(words, "segment", _Cfg(), [])
     return words, vocab
-
-
-def _one_error_line(r) -> str:
-    assert r.exit_code == 2, r.output
-    assert "Traceback" not in r.output
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    return lines[0]
 
 
 def test_help_lists_flags() -> None:
@@ -112,7 +99,7 @@ def test_static_run_json_summary(tmp_path: Path) -> None:
     assert max(len(x) for x in t.column("masked_positions").to_pylist()) <= 5
     # Re-running into the same directory is refused; --overwrite replaces it.
     r = runner.invoke(root, args[:7])
-    assert "not empty" in _one_error_line(r)
+    assert "not empty" in one_error_line(r)
     r = runner.invoke(root, [*args, "--overwrite"])
     assert r.exit_code == 0, r.output
 
@@ -120,29 +107,29 @@ def test_static_run_json_summary(tmp_path: Path) -> None:
 def test_bad_inputs_exit_2_with_one_line(tmp_path: Path) -> None:
     words, vocab = _setup(tmp_path)
     out = str(tmp_path / "o")
-    line = _one_error_line(
+    line = one_error_line(
         runner.invoke(
             root, ["make-shards", str(tmp_path / "missing"), "--vocab", str(vocab), "-o", out]
         )
     )
     assert "missing" in line
-    line = _one_error_line(
+    line = one_error_line(
         runner.invoke(root, ["make-shards", str(words), "--vocab", str(tmp_path / "nv"), "-o", out])
     )
     assert "nv" in line and "--vocab" in line
     (words / "manifest.json").unlink()
-    line = _one_error_line(
+    line = one_error_line(
         runner.invoke(root, ["make-shards", str(words), "--vocab", str(vocab), "-o", out])
     )
     assert "words" in line and "manifest.json" in line
-    line = _one_error_line(
+    line = one_error_line(
         runner.invoke(
             root,
             ["make-shards", str(words), "--vocab", str(vocab), "-o", out, "--max-seq-len", "3"],
         )
     )
     assert "--max-seq-len" in line
-    line = _one_error_line(
+    line = one_error_line(
         runner.invoke(
             root,
             [

@@ -7,16 +7,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-import typer
-from click.testing import CliRunner
 
-import albertzh.cli
 from albertzh.pipeline import dataset as ds
 from albertzh.pipeline.segment import iter_words, words_of
 from albertzh.tokenizer import load_tokenizer
-
-root = typer.main.get_command(albertzh.cli.app)
-runner = CliRunner()
+from tests.cli.conftest import one_error_line, root, runner
 
 
 def _invoke(*args: str):
@@ -45,15 +40,6 @@ TEXTS = [
     "陶哲轩在UCLA读博是什么感受？\n很好奇。",
     "Hello world, 这是一个English和中文混合的句子。",
 ]
-
-
-def _one_error_line(r, *needles: str) -> None:
-    assert r.exit_code == 2, r.output
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    assert "Traceback" not in r.output
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 def test_help_lists_the_flags() -> None:
@@ -138,22 +124,22 @@ def test_build_vocab_from_config_file_and_from_vocab(tmp_path: Path, bert_vocab:
 def test_segment_bad_inputs_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "half").mkdir()
     r = _invoke("segment", tmp_path / "half", "-o", tmp_path / "o")
-    _one_error_line(r, "half", "no manifest.json")
+    one_error_line(r, "half", "no manifest.json")
     words_like = _docs(tmp_path / "w", TEXTS)
     (words_like / "manifest.json").write_text(
         (words_like / "manifest.json").read_text().replace('"clean"', '"segment"')
     )
     r = _invoke("segment", words_like, "-o", tmp_path / "o")
-    _one_error_line(r, "is a 'segment' dataset; expected clean")
+    one_error_line(r, "is a 'segment' dataset; expected clean")
     docs = _docs(tmp_path / "docs", TEXTS)
     r = _invoke("segment", docs, "-o", tmp_path / "o", "--user-dict", tmp_path / "none.dict")
-    _one_error_line(r, "none.dict: user dict not found")
+    one_error_line(r, "none.dict: user dict not found")
     bad = tmp_path / "bad.dict"
     bad.write_text("好词 3 n\n坏 词 3 n x\n", encoding="utf-8")
     r = _invoke("segment", docs, "-o", tmp_path / "o", "--user-dict", bad)
-    _one_error_line(r, "bad.dict:2: malformed user-dict line")
+    one_error_line(r, "bad.dict:2: malformed user-dict line")
     r = _invoke("segment", docs, "-o", tmp_path / "o", "--workers", "0")
-    _one_error_line(r, "--workers")
+    one_error_line(r, "--workers")
     assert not (tmp_path / "o").exists()
 
 
@@ -161,14 +147,14 @@ def test_build_vocab_bad_inputs_are_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "vocab.txt"
     bad.write_text("[PAD]\n[UNK]\n中\n", encoding="utf-8")
     r = _invoke("build-vocab", "-o", tmp_path / "v", "--from-vocab", bad)
-    _one_error_line(r, f"{bad}: missing special token(s) [CLS], [SEP], [MASK]")
+    one_error_line(r, f"{bad}: missing special token(s) [CLS], [SEP], [MASK]")
     r = _invoke("build-vocab", "-o", tmp_path / "v")
-    _one_error_line(r, "INPUT")
+    one_error_line(r, "INPUT")
     docs = _docs(tmp_path / "docs", TEXTS)
     r = _invoke("build-vocab", docs, "-o", tmp_path / "v")
-    _one_error_line(r, "is a 'clean' dataset; expected segment")
+    one_error_line(r, "is a 'clean' dataset; expected segment")
     r = _invoke("build-vocab", docs, "-o", tmp_path / "v", "--min-freq", "0")
-    _one_error_line(r, "--min-freq")
+    one_error_line(r, "--min-freq")
     assert not (tmp_path / "v").exists()
 
 
