@@ -181,7 +181,6 @@ def test_eval_shards_calls_pretrain_evaluation(run: dict, monkeypatch: pytest.Mo
 @pytest.mark.slow
 def test_eval_shards_end_to_end(tmp_path: Path) -> None:
     """clean -> segment -> make-shards on real news text, then eval --shards on a toy model."""
-    from albertzh.model import AlbertConfig, AlbertForPretraining
     from albertzh.tokenizer import load_tokenizer
     from tests.conftest import shared_path
 
@@ -196,20 +195,8 @@ def test_eval_shards_end_to_end(tmp_path: Path) -> None:
     for args in steps:
         r = invoke(*args)
         assert r.exit_code == 0, r.output
-    model = tmp_path / "m"
-    model.mkdir()
-    (model / "vocab.txt").write_bytes(vocab.read_bytes())
+    model = make_model_dir(tmp_path / "m", seed=None, vocab=vocab, layers=1)
     tok = load_tokenizer(model)
-    cfg = AlbertConfig(
-        vocab_size=tok.vocab_size,
-        embedding_size=16,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    AlbertForPretraining(cfg).save_pretrained(model, tokenizer=tok)
     r = invoke("eval", "--shards", tmp_path / "shards", "--model", model, "--json")
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)

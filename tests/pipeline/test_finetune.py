@@ -22,25 +22,32 @@ TOPIC = ["房间", "服务", "酒店", "价格", "早餐"]
 CHARS = sorted(set("".join(POS + NEG + TOPIC) + "的了吗问一二三四"))
 
 
-def make_model_dir(path: Path, seed: int = 0) -> Path:
-    """A 2-layer ALBERT 'pretraining' dir with a tiny char vocab (random weights)."""
+def make_model_dir(
+    path: Path, seed: int | None = 0, vocab: Path | None = None, layers: int = 2
+) -> Path:
+    """An ALBERT 'pretraining' dir (2 layers by default, random weights) with a tiny char vocab,
+    or a copy of ``vocab``; ``seed=None`` leaves torch's RNG as it is."""
     from albertzh.model import AlbertConfig, AlbertForPretraining
     from albertzh.tokenizer import load_tokenizer
 
     path.mkdir(parents=True, exist_ok=True)
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    (path / "vocab.txt").write_text("\n".join(specials + CHARS) + "\n", encoding="utf-8")
+    if vocab is None:
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        (path / "vocab.txt").write_text("\n".join(specials + CHARS) + "\n", encoding="utf-8")
+    else:
+        (path / "vocab.txt").write_bytes(vocab.read_bytes())
     tok = load_tokenizer(path)
     cfg = AlbertConfig(
         vocab_size=tok.vocab_size,
         embedding_size=16,
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=64,
     )
-    torch.manual_seed(seed)
+    if seed is not None:
+        torch.manual_seed(seed)
     AlbertForPretraining(cfg).save_pretrained(path, tokenizer=tok)
     return path
 
@@ -351,27 +358,12 @@ def test_tnews_predictions_carry_label_desc(tmp_path: Path, trained: dict) -> No
 @pytest.mark.parametrize(("task", "rel"), [("ocnli", "ocnli"), ("tnews", "tnews_fewshot")])
 def test_shared_task_finetunes_and_evaluates(tmp_path: Path, task: str, rel: str) -> None:
     """Real shared data with the BERT vocab: a couple of steps, then eval on the whole dev."""
-    from albertzh.model import AlbertConfig, AlbertForPretraining
     from albertzh.pipeline import evaluate as ev
-    from albertzh.tokenizer import load_tokenizer
     from tests.conftest import shared_path
 
     data = shared_path(f"tasks/{rel}")
     vocab = shared_path("vocab/bert_chinese_vocab.txt")
-    base = tmp_path / "base"
-    base.mkdir()
-    (base / "vocab.txt").write_bytes(vocab.read_bytes())
-    tok = load_tokenizer(base)
-    cfg = AlbertConfig(
-        vocab_size=tok.vocab_size,
-        embedding_size=16,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    AlbertForPretraining(cfg).save_pretrained(base, tokenizer=tok)
+    base = make_model_dir(tmp_path / "base", seed=None, vocab=vocab, layers=1)
     out = tmp_path / "o"
     s = ft.run(cfg_for(base, data, out, task=task, steps=2, max_seq_len=48, max_train_examples=64))
     n_dev = {"ocnli": 2950, "tnews": 1098}[task]
