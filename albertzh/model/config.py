@@ -45,6 +45,19 @@ _HF_BOOKKEEPING = {
 }
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in a config file; ConfigError naming the file if it is absent or not one."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return data
+
+
 def _field_error(exc: ValidationError, source: str) -> ConfigError:
     parts = []
     for err in exc.errors():
@@ -252,15 +265,7 @@ class AlbertConfig(BaseModel):
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a JSON object")
-        return cls.from_hf_dict(data, source=str(path))
+        return cls.from_hf_dict(read_json_object(path), source=str(path))
 
     def to_hf_dict(self, architectures: list[str] | None = None) -> dict[str, Any]:
         """The ``config.json`` dict that ``transformers.AlbertConfig`` reads back unchanged."""

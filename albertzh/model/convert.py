@@ -36,7 +36,7 @@ from pydantic import Field
 from albertzh.config import StageConfig
 from albertzh.console import Summary
 from albertzh.errors import ConfigError, InputError, ModelDirError, VocabMismatchError
-from albertzh.model.config import AlbertConfig
+from albertzh.model.config import AlbertConfig, read_json_object
 
 Layout = Literal["google", "brightmart"]
 Head = Literal["pretraining", "classifier"]
@@ -236,14 +236,7 @@ def config_from_tf_json(
     TF's ``gelu`` is the tanh approximation, i.e. HF's ``gelu_new``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object")
+    data = read_json_object(path)
     unknown = sorted(
         set(data)
         - _CONFIG_KEYS
