@@ -284,6 +284,26 @@ def test_short_seq_prob_controls_lengths() -> None:
     assert max(short) <= 64 and np.mean(short) < 45
 
 
+def _one_doc_instances(
+    sentences: list[tuple[list[int], list[bool]]],
+    rng: np.random.Generator,
+    counters: Counters,
+    max_seq_len: int = 32,
+) -> list:
+    """All instances of one document of (ids, word_starts) sentences, never shortened."""
+    return list(
+        document_instances(
+            Doc.from_sentences(sentences),
+            rng,
+            max_seq_len=max_seq_len,
+            short_seq_prob=0,
+            cls_id=2,
+            sep_id=3,
+            counters=counters,
+        )
+    )
+
+
 def test_single_sentence_split_at_word_boundary_and_tiny_dropped() -> None:
     rng = np.random.default_rng(2)
     ids = list(range(10, 20))
@@ -291,17 +311,7 @@ def test_single_sentence_split_at_word_boundary_and_tiny_dropped() -> None:
     cuts = set()
     for _ in range(40):
         c = Counters()
-        insts = list(
-            document_instances(
-                Doc.from_sentences([(ids, ws)]),
-                rng,
-                max_seq_len=32,
-                short_seq_prob=0,
-                cls_id=2,
-                sep_id=3,
-                counters=c,
-            )
-        )
+        insts = _one_doc_instances([(ids, ws)], rng, c)
         assert len(insts) == 1 and c.single_sentence_split == 1
         inst = insts[0]
         got = inst.input_ids.tolist()
@@ -312,17 +322,7 @@ def test_single_sentence_split_at_word_boundary_and_tiny_dropped() -> None:
         cuts.add(cut)
     assert cuts == {3, 5}  # only at word starts (never 0), and both of them get used
     c2 = Counters()
-    assert not list(
-        document_instances(
-            Doc.from_sentences([([7], [True])]),
-            rng,
-            max_seq_len=32,
-            short_seq_prob=0,
-            cls_id=2,
-            sep_id=3,
-            counters=c2,
-        )
-    )
+    assert not _one_doc_instances([([7], [True])], rng, c2)
     assert c2.dropped_too_short == 1
 
 
@@ -331,17 +331,7 @@ def test_long_sentence_is_cut_not_lost() -> None:
     ids = list(range(100, 400))
     ws = [k % 4 == 0 for k in range(300)]
     c = Counters()
-    insts = list(
-        document_instances(
-            Doc.from_sentences([(ids, ws)]),
-            rng,
-            max_seq_len=64,
-            short_seq_prob=0,
-            cls_id=2,
-            sep_id=3,
-            counters=c,
-        )
-    )
+    insts = _one_doc_instances([(ids, ws)], rng, c, max_seq_len=64)
     assert c.long_sentences_split == 1
     seen = {x for i in insts for x in i.input_ids if x >= 100}
     # Every token lands in exactly one instance or is truncated; without the cut one
