@@ -1,6 +1,8 @@
-"""Shared by the CLI tests: the click command behind ``albertzh`` and the one-error-line check."""
+"""Shared by the CLI tests: the click command behind ``albertzh``, --help and one-error-line checks."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import typer
 from click.testing import CliRunner, Result
@@ -9,6 +11,14 @@ import albertzh.cli
 
 root = typer.main.get_command(albertzh.cli.app)
 runner = CliRunner()
+
+
+def assert_help_lists(command: str, flags: Iterable[str]) -> None:
+    """``albertzh COMMAND --help`` (200 columns wide) exits 0 and names every flag."""
+    r = runner.invoke(root, [command, "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    for flag in flags:
+        assert flag in r.stdout, flag
 
 
 def one_error_line(r: Result, *needles: str) -> str:
