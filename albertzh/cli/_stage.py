@@ -35,6 +35,11 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def print_config_json(cfg: StageConfig) -> None:
+    """``--print-config``: the resolved config as indented JSON on stdout."""
+    sys.stdout.write(json.dumps(cfg.model_dump(mode="json"), ensure_ascii=False, indent=2) + "\n")
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn an AlbertzhError into one red line + exit 2 (re-raised under --debug); ^C exits 130."""
@@ -163,9 +168,7 @@ def stage_command(
         with user_errors():
             cfg = build_config(config_cls, config_file, overrides)
             if print_config:
-                sys.stdout.write(
-                    json.dumps(cfg.model_dump(mode="json"), ensure_ascii=False, indent=2) + "\n"
-                )
+                print_config_json(cfg)
                 return
             summary = run(cfg)
         # Under torchrun every rank runs the stage; only rank 0 prints the summary.

@@ -8,14 +8,12 @@ takes no YAML ``--config``). Errors and summaries follow the other commands exac
 from __future__ import annotations
 
 import enum
-import json
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from albertzh.cli._stage import fail, user_errors
+from albertzh.cli._stage import fail, print_config_json, user_errors
 from albertzh.config import build_config
 from albertzh.console import print_summary
 
@@ -105,9 +103,7 @@ def convert(
             raise fail("-o/--output: missing (the directory to write)")
         cfg = build_config(ConvertConfig, None, overrides)
         if print_config:
-            sys.stdout.write(
-                json.dumps(cfg.model_dump(mode="json"), ensure_ascii=False, indent=2) + "\n"
-            )
+            print_config_json(cfg)
             return
         summary = run(cfg)
     print_summary(summary, as_json=json_out)
