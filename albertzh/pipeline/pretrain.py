@@ -510,7 +510,11 @@ def run(cfg: PretrainConfig) -> Summary:
     """Pretrain and return the summary; the run dir ends as a model directory."""
     dist = tr.init_distributed(cfg.device)
     try:
-        return _run(cfg, dist)
+        summary = _run(cfg, dist)
+        # Let every rank finish its last collective before gloo/NCCL is torn down; a rank that
+        # destroys the group while a peer is still talking to it can abort that peer.
+        tr.barrier()
+        return summary
     finally:
         tr.cleanup_distributed()
 
