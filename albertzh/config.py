@@ -55,7 +55,18 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def validation_message(exc: ValidationError, source: str | None = None) -> str:
+def _flag_of(cls: type[BaseModel] | None, field: str) -> str:
+    """The flag the CLI shows for ``field`` (a ``{"flag": ...}`` hint wins over the name)."""
+    info = cls.model_fields.get(field) if cls is not None else None
+    extra = info.json_schema_extra if info is not None else None
+    if isinstance(extra, dict) and extra.get("flag"):
+        return str(extra["flag"])
+    return flag_name(field)
+
+
+def validation_message(
+    exc: ValidationError, source: str | None = None, cls: type[BaseModel] | None = None
+) -> str:
     """One line naming the offending flag(s) of a pydantic ValidationError."""
     parts = []
     for err in exc.errors():
@@ -63,7 +74,7 @@ def validation_message(exc: ValidationError, source: str | None = None) -> str:
         msg = err.get("msg", "invalid value")
         msg = msg.removeprefix("Value error, ")
         if loc:
-            where = flag_name(loc[0]) + "".join(f"[{x}]" for x in loc[1:])
+            where = _flag_of(cls, loc[0]) + "".join(f"[{x}]" for x in loc[1:])
             parts.append(f"{where}: {msg}")
         else:
             parts.append(msg)
@@ -86,7 +97,7 @@ def build_config(
         return cls.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(
-            validation_message(exc, str(file) if file and not overrides else None)
+            validation_message(exc, str(file) if file and not overrides else None, cls)
         ) from exc
 
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 import typer
 from click.testing import CliRunner
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from albertzh.cli import app
 from albertzh.cli._stage import stage_command
@@ -149,3 +149,14 @@ def test_error_text_in_brackets_is_printed_verbatim() -> None:
     cmd = stage_command("boom", _Boom, _run, help="x")
     r = runner.invoke(cmd, [])
     assert r.exit_code == 2 and "word [freq] [tag]" in r.stderr
+
+
+def test_error_names_a_custom_flag() -> None:
+    class _Flagged(StageConfig):
+        model_config_file: Path = Field(
+            Path("x"), description="d", json_schema_extra={"flag": "--model-config"}
+        )
+        model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    with pytest.raises(ConfigError, match=r"^--model-config: "):
+        build_config(_Flagged, None, {"model_config_file": 3.5})
