@@ -205,7 +205,7 @@ def run(cfg: QuickstartConfig) -> Summary:
         results["pretrain"] = pre.figures
 
     for arm, path in ft.items():
-        res = stage(
+        stage(
             f"finetune-{arm}",
             path,
             lambda arm=arm, path=path: finetune.run(
@@ -224,8 +224,6 @@ def run(cfg: QuickstartConfig) -> Summary:
                 )
             ),
         )
-        if res is not None:
-            results[f"finetune_{arm}"] = res.figures
 
     def _eval_both() -> dict[str, Any]:
         scores = {}
