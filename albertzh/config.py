@@ -6,19 +6,50 @@ Every stage config subclasses :class:`StageConfig`. Field descriptions become ``
 - ``{"argument": True}`` makes the field positional (a list field takes several values),
 - ``{"short": "-o"}`` adds a short flag name,
 - ``{"cli": False}`` keeps the field out of the flags (config file only).
+
+Dataset locations are typed :data:`PathOrURL`: a local path becomes a ``Path``, a URL
+(``s3://bucket/x``, ``memory://x``) stays a string (``Path`` would collapse it to ``s3:/bucket/x``).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any, TypeVar
+import re
+from pathlib import Path, PurePath
+from typing import Annotated, Any, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 
 from albertzh.errors import ConfigError
 
 C = TypeVar("C", bound="StageConfig")
+
+# scheme:// with a scheme of two or more characters (so a Windows drive C:// is not a URL).
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+://")
+
+
+def is_url(value: Any) -> bool:
+    """True for a ``scheme://...`` string (a location for pyarrow/fsspec filesystems)."""
+    return isinstance(value, str) and _URL.match(value) is not None
+
+
+def _path_or_url(value: Any) -> Path | str:
+    if isinstance(value, PurePath):
+        return Path(value)
+    if isinstance(value, str):
+        return value if is_url(value) else Path(value)
+    raise ValueError("expected a local path or a URL")
+
+
+# A local path (-> Path) or a URL (kept as the string given). The CLI maps it to a text flag.
+PathOrURL = Annotated[Union[Path, str], PlainValidator(_path_or_url, json_schema_input_type=str)]  # noqa: UP007
 
 
 class StageConfig(BaseModel):
@@ -104,9 +135,9 @@ def build_config(
 class CorpusStageConfig(StageConfig):
     """Options every corpus stage (clean, segment, build-vocab, make-shards) shares."""
 
-    output: Path = Field(
+    output: PathOrURL = Field(
         ...,
-        description="Output directory (Parquet parts + manifest.json).",
+        description="Output directory (Parquet parts + manifest.json): a local path or a URL (s3://, gs://, hdfs://, file://, or any fsspec URL).",
         json_schema_extra={"short": "-o"},
     )
     workers: int = Field(

@@ -62,9 +62,19 @@ def _unwrap_optional(tp: Any) -> Any:
     return tp
 
 
+def _path_or_url(tp: Any) -> bool:
+    """A ``PathOrURL`` field (``Path | str``): a text flag, so typer keeps ``s3://b/x`` intact."""
+    if typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    union = typing.get_origin(tp) in (Union, types.UnionType)
+    return union and set(typing.get_args(tp)) == {Path, str}
+
+
 def _cli_type(tp: Any) -> tuple[Any, dict[str, Any]] | None:
     """Map a field annotation to (annotation typer understands, extra Option kwargs)."""
     tp = _unwrap_optional(tp)
+    if _path_or_url(tp):
+        return str, {}
     origin = typing.get_origin(tp)
     if origin is Literal:
         choices = [str(c) for c in typing.get_args(tp)]

@@ -8,15 +8,20 @@ with its final name is always complete; per-part counters (kept/dropped rows, ..
 the Parquet footer's key-value metadata under ``albertzh.stats``.
 
 A directory without ``manifest.json`` is incomplete, and :func:`read_manifest` refuses it.
+
+Every directory and file argument is a location (:mod:`albertzh.pipeline.fs`): a local path, or
+a URL that pyarrow (or fsspec) can open, e.g. ``s3://bucket/docs`` or ``memory://docs``. On a
+URL, files are written under a temporary name and moved into place (see :func:`fs.commit`);
+the manifest is still written last.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import multiprocessing as mp
 import os
-import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
@@ -28,6 +33,8 @@ import pyarrow.parquet as pq
 
 from albertzh import __version__
 from albertzh.errors import DatasetError
+from albertzh.pipeline import fs
+from albertzh.pipeline.fs import Location
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -41,9 +48,15 @@ R = TypeVar("R")
 # --------------------------------------------------------------------------- small file helpers
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Location, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file, fsync and rename (never half-written)."""
-    path = Path(path)
+    loc = fs.location(path)
+    if fs.is_remote(loc):
+        tmp = fs.tmp_for(loc)
+        fs.write_bytes(tmp, data)
+        fs.commit(tmp, loc)
+        return
+    path = Path(loc)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -52,13 +65,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
+def atomic_write_json(path: Location, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path: Location, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with fs.open_input(fs.location(path)) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -71,58 +84,61 @@ def part_name(index: int) -> str:
 # --------------------------------------------------------------------------- output side
 
 
-def prepare_output(path: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """Create (or re-open with ``resume``) a stage output directory.
+def prepare_output(path: Location, *, resume: bool = False, overwrite: bool = False) -> Location:
+    """Create (or re-open with ``resume``) a stage output directory; returns its location.
 
     A non-empty directory is refused unless ``resume`` (keep complete parts) or ``overwrite``
     (delete it first) is given, so a re-run never silently mixes old and new parts.
     """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise DatasetError(f"{path}: output exists and is not a directory")
-    if path.exists() and any(path.iterdir()):
+    loc = fs.location(path)
+    found = fs.kind(loc)
+    if found is not None and found != "dir":
+        raise DatasetError(f"{loc}: output exists and is not a directory")
+    if found == "dir" and fs.listdir(loc):
         if overwrite:
-            shutil.rmtree(path)
+            fs.empty_dir(loc)
         elif not resume:
             raise DatasetError(
-                f"{path}: output directory is not empty (use --resume to continue or --overwrite to replace it)"
+                f"{loc}: output directory is not empty (use --resume to continue or --overwrite to replace it)"
             )
-    path.mkdir(parents=True, exist_ok=True)
+    fs.makedirs(loc)
     if resume:
         # The manifest describes a finished run; it is rewritten at the end of this one.
-        (path / MANIFEST).unlink(missing_ok=True)
-        for stale in path.glob(".*.tmp-*"):
-            stale.unlink()
-    return path
+        fs.remove(fs.join(loc, MANIFEST), missing_ok=True)
+        for name in fs.listdir(loc):
+            if fnmatch.fnmatchcase(name, ".*.tmp-*"):
+                fs.remove(fs.join(loc, name))
+    return loc
 
 
-def part_complete(out_dir: Path, index: int) -> bool:
-    return (Path(out_dir) / part_name(index)).is_file()
+def part_complete(out_dir: Location, index: int) -> bool:
+    return fs.kind(fs.join(fs.location(out_dir), part_name(index))) == "file"
 
 
 def write_part(
-    out_dir: Path,
+    out_dir: Location,
     index: int,
     table: pa.Table,
     stats: dict[str, Any] | None = None,
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
 ) -> dict[str, Any]:
     """Write one part atomically, with ``stats`` in its footer; returns the file entry."""
-    out_dir = Path(out_dir)
-    final = out_dir / part_name(index)
-    tmp = out_dir / f".{final.name}.tmp-{os.getpid()}"
+    final = fs.join(fs.location(out_dir), part_name(index))
+    tmp = fs.tmp_for(final)
     meta = dict(table.schema.metadata or {})
     meta[STATS_KEY] = json.dumps(stats or {}, sort_keys=True).encode()
     table = table.replace_schema_metadata(meta)
-    pq.write_table(table, tmp, row_group_size=row_group_rows, compression="zstd")
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    return {"name": final.name, "rows": table.num_rows}
+    filesystem, where = fs.split(tmp)
+    pq.write_table(
+        table, where, row_group_size=row_group_rows, compression="zstd", filesystem=filesystem
+    )
+    fs.commit(tmp, final)
+    return {"name": part_name(index), "rows": table.num_rows}
 
 
-def read_part_stats(path: Path) -> dict[str, Any]:
-    meta = pq.read_schema(path).metadata or {}
+def read_part_stats(path: Location) -> dict[str, Any]:
+    filesystem, where = fs.split(fs.location(path))
+    meta = pq.read_schema(where, filesystem=filesystem).metadata or {}
     raw = meta.get(STATS_KEY)
     return json.loads(raw) if raw else {}
 
@@ -152,20 +168,22 @@ def _where(x: Any) -> str:
 
 
 def finish_output(
-    out_dir: Path,
+    out_dir: Location,
     stage: str,
     config: Any,
     inputs: Sequence[str],
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """List the parts, hash them, sum their stats, and write ``manifest.json`` last."""
-    out_dir = Path(out_dir)
+    out_dir = fs.location(out_dir)
     files, rows, stats = [], 0, []
-    for p in sorted(out_dir.glob("part-*.parquet")):
-        n = pq.read_metadata(p).num_rows
-        files.append(
-            {"name": p.name, "rows": n, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
-        )
+    for name in fs.listdir(out_dir):
+        if not fnmatch.fnmatchcase(name, "part-*.parquet"):
+            continue
+        p = fs.join(out_dir, name)
+        filesystem, where = fs.split(p)
+        n = pq.read_metadata(where, filesystem=filesystem).num_rows
+        files.append({"name": name, "rows": n, "bytes": fs.size(p), "sha256": sha256_file(p)})
         rows += n
         stats.append(read_part_stats(p))
     cfg = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
@@ -182,27 +200,28 @@ def finish_output(
     }
     if extra:
         manifest.update(extra)
-    atomic_write_json(out_dir / MANIFEST, manifest)
+    atomic_write_json(fs.join(out_dir, MANIFEST), manifest)
     return manifest
 
 
 # --------------------------------------------------------------------------- input side
 
 
-def read_manifest(path: Path, stage: str | Sequence[str] | None = None) -> dict[str, Any]:
+def read_manifest(path: Location, stage: str | Sequence[str] | None = None) -> dict[str, Any]:
     """Load and check a stage directory's manifest; refuse incomplete or wrong-stage dirs."""
-    path = Path(path)
-    if not path.exists():
+    path = fs.location(path)
+    found = fs.kind(path)
+    if found is None:
         raise DatasetError(f"{path}: no such directory")
-    if not path.is_dir():
+    if found != "dir":
         raise DatasetError(f"{path}: expected a stage output directory, got a file")
-    mpath = path / MANIFEST
-    if not mpath.is_file():
+    mpath = fs.join(path, MANIFEST)
+    if fs.kind(mpath) != "file":
         raise DatasetError(
             f"{path}: no {MANIFEST}; the stage that writes it did not finish (re-run it, with --resume to continue)"
         )
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        manifest = json.loads(fs.read_bytes(mpath).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{mpath}: unreadable manifest ({exc})") from exc
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -215,20 +234,33 @@ def read_manifest(path: Path, stage: str | Sequence[str] | None = None) -> dict[
             f"{path}: is a '{manifest.get('stage')}' dataset; expected {' or '.join(wanted)}"
         )
     for f in manifest.get("files", []):
-        if not (path / f["name"]).is_file():
-            raise DatasetError(f"{path / f['name']}: listed in the manifest but missing")
+        if fs.kind(fs.join(path, f["name"])) != "file":
+            raise DatasetError(f"{fs.join(path, f['name'])}: listed in the manifest but missing")
     return manifest
 
 
-def part_paths(path: Path, manifest: dict[str, Any] | None = None) -> list[Path]:
+def part_paths(path: Location, manifest: dict[str, Any] | None = None) -> list[Location]:
     """The part files of a complete dataset, in order."""
     manifest = manifest or read_manifest(path)
-    return [Path(path) / f["name"] for f in manifest["files"]]
+    return [fs.join(fs.location(path), f["name"]) for f in manifest["files"]]
 
 
-def check_schema(path: Path, required: dict[str, pa.DataType]) -> None:
+def read_metadata(path: Location) -> pq.FileMetaData:
+    """The Parquet footer of one part file."""
+    filesystem, where = fs.split(fs.location(path))
+    return pq.read_metadata(where, filesystem=filesystem)
+
+
+def open_parquet(path: Location) -> pq.ParquetFile:
+    """One part file opened for reading (row groups, batches)."""
+    filesystem, where = fs.split(fs.location(path))
+    return pq.ParquetFile(where, filesystem=filesystem)
+
+
+def check_schema(path: Location, required: dict[str, pa.DataType]) -> None:
     """Raise a DatasetError naming the file and column when a part lacks a required column."""
-    schema = pq.read_schema(path)
+    filesystem, where = fs.split(fs.location(path))
+    schema = pq.read_schema(where, filesystem=filesystem)
     for name, typ in required.items():
         if name not in schema.names:
             raise DatasetError(f"{path}: missing column '{name}'")
@@ -239,11 +271,13 @@ def check_schema(path: Path, required: dict[str, pa.DataType]) -> None:
 
 
 def iter_batches(
-    path: Path, columns: Sequence[str] | None = None, batch_rows: int = DEFAULT_ROW_GROUP_ROWS
+    path: Location, columns: Sequence[str] | None = None, batch_rows: int = DEFAULT_ROW_GROUP_ROWS
 ) -> Iterator[pa.RecordBatch]:
     """Stream record batches (only ``columns``) of one part file."""
-    pf = pq.ParquetFile(path)
-    yield from pf.iter_batches(batch_size=batch_rows, columns=list(columns) if columns else None)
+    with open_parquet(path) as pf:
+        yield from pf.iter_batches(
+            batch_size=batch_rows, columns=list(columns) if columns else None
+        )
 
 
 # --------------------------------------------------------------------------- parallel work units

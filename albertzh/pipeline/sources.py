@@ -3,7 +3,7 @@
 Inputs are ``.txt`` (one document per line, or blank-line separated documents with
 ``doc_sep="blank"``), ``.jsonl``/``.json`` (JSON lines, text in a field), ``.parquet`` (text in
 a column), the gzip'd ``.txt.gz``/``.jsonl.gz``/``.json.gz``, directories of those (recursive,
-sorted, hidden files skipped) and ``-`` for stdin (text, one document per line or blank-line
+sorted, hidden files skipped), each as a local path or a URL, and ``-`` for stdin (text, one document per line or blank-line
 separated).
 
 Work is split into :class:`Unit`\\ s of bounded size so that one big file still streams and
@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from albertzh.errors import InputError
+from albertzh.pipeline.fs import is_url, resolve
 
 STDIN = "-"
 FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -63,21 +64,17 @@ class Unit:
 
 # --------------------------------------------------------------------------- file access
 
-# Inputs may also be URIs that pyarrow's filesystems understand (file://, s3://, gs://,
-# hdfs://, ... as far as this pyarrow build supports them); plain paths use the local disk.
+# Inputs may also be URLs (file://, s3://, gs://, hdfs://, ... as far as this pyarrow build
+# supports them, and any fsspec URL such as memory:// when fsspec is installed; see
+# albertzh.pipeline.fs); plain paths use the local disk.
 
 
 def _is_uri(name: str) -> bool:
-    return "://" in name
+    return is_url(name)
 
 
 def _fs(name: str) -> tuple[Any, str]:
-    import pyarrow.fs as pafs
-
-    try:
-        return pafs.FileSystem.from_uri(name)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-        raise InputError(f"{name}: cannot open this URI ({exc})") from None
+    return resolve(name, error=InputError)
 
 
 def _open(name: str) -> BinaryIO:

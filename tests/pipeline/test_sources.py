@@ -175,5 +175,5 @@ def test_pyarrow_filesystem_uris(tmp_path: Path) -> None:
     assert len(discover([(d / "a.txt").as_uri()])) == 1
     with pytest.raises(InputError, match="no such file or directory"):
         discover([(d / "missing.txt").as_uri()])
-    with pytest.raises(InputError, match="cannot open this URI"):
+    with pytest.raises(InputError, match="nosuchscheme://x/y.txt: cannot open this URL"):
         discover(["nosuchscheme://x/y.txt"])
