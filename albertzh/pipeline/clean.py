@@ -22,7 +22,8 @@ How it runs:
    digest of the options that shape it; parts written with other options are refused before
    any work starts. The manifest is written last.
 
-Staging files live in ``<output>/.staging-clean/`` and are removed as each unit is finished.
+Staging files live in ``<output>/.staging-clean/`` (in a local temporary directory when the
+output is a URL) and are removed as each unit is finished.
 A stdin unit is read by the main process (pool workers get /dev/null as stdin).
 
 With ``--num-shards`` each machine de-duplicates within its own units only.
@@ -35,6 +36,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -52,6 +54,7 @@ from albertzh.config import CorpusStageConfig
 from albertzh.console import Summary, progress
 from albertzh.errors import ConfigError, DatasetError
 from albertzh.pipeline import dataset as ds
+from albertzh.pipeline import fs
 from albertzh.pipeline import textrules as tr
 from albertzh.pipeline.sources import STDIN, Unit, discover, plan_units, read_unit
 
@@ -400,7 +403,7 @@ class Deduper:
             self.lsh.insert(key, m)
         return None
 
-    def absorb_part(self, path: Path) -> None:
+    def absorb_part(self, path: fs.Location) -> None:
         """Remember the documents of an already complete part (for --resume)."""
         if not self.cfg.dedup and self.lsh is None:
             return
@@ -417,7 +420,7 @@ def _doc_id(index: int, row: int) -> str:
 
 
 def _finish_unit(
-    out: Path, index: int, unit: Unit, staging: str, stats: dict[str, Any], dedup: Deduper
+    out: fs.Location, index: int, unit: Unit, staging: str, stats: dict[str, Any], dedup: Deduper
 ) -> dict[str, Any]:
     """Decide duplicates for one staged unit, then stream its kept rows into part ``index``."""
     # Plain reads, not a memory map: mapped pages would count in RSS for the whole unit.
@@ -462,23 +465,22 @@ def _finish_unit(
 
 
 def _write_part_streaming(
-    out: Path, index: int, tables: Iterator[pa.Table], stats: dict[str, Any]
+    out: fs.Location, index: int, tables: Iterator[pa.Table], stats: dict[str, Any]
 ) -> None:
     """Like :func:`dataset.write_part` (temp name, fsync, rename, stats in the footer), streamed."""
-    final = out / ds.part_name(index)
-    tmp = out / f".{final.name}.tmp-{os.getpid()}"
+    final = fs.join(out, ds.part_name(index))
+    tmp = fs.tmp_for(final)
     schema = DOCS_SCHEMA.with_metadata({ds.STATS_KEY: json.dumps(stats, sort_keys=True).encode()})
+    filesystem, where = fs.split(tmp)
     try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        with pq.ParquetWriter(where, schema, compression="zstd", filesystem=filesystem) as writer:
             for t in tables:
                 writer.write_table(
                     t.replace_schema_metadata(schema.metadata), ds.DEFAULT_ROW_GROUP_ROWS
                 )
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        fs.commit(tmp, final)
     finally:
-        tmp.unlink(missing_ok=True)
+        fs.remove(tmp, missing_ok=True)
 
 
 # --------------------------------------------------------------------------- the stage
@@ -521,7 +523,7 @@ def _ordered_map(
         ex.shutdown(wait=True, cancel_futures=True)
 
 
-def _check_resumable(part: Path, digest: str) -> None:
+def _check_resumable(part: fs.Location, digest: str) -> None:
     found = ds.read_part_stats(part).get("options")
     if found != digest:
         raise DatasetError(
@@ -552,22 +554,26 @@ def run(config: CleanConfig) -> Summary:
     # size of the parts read; the system allocator returns them (same speed here).
     pa.set_memory_pool(pa.system_memory_pool())
     _check_optional_packages(config)
-    files = discover(config.inputs, exclude=Path(config.output))
+    remote = fs.is_remote(config.output)
+    files = discover(config.inputs, exclude=None if remote else Path(config.output))
     units = plan_units(
         files, max(1, int(config.chunk_mb * (1 << 20))), config.doc_sep, config.text_column
     )
     dedup = Deduper(config)
     out = ds.prepare_output(config.output, resume=config.resume, overwrite=config.overwrite)
-    staging_dir = out / STAGING_DIR
-    shutil.rmtree(staging_dir, ignore_errors=True)
-    staging_dir.mkdir()
+    if remote:  # workers write staging files with plain local I/O
+        staging_dir = Path(tempfile.mkdtemp(prefix="albertzh-clean-"))
+    else:
+        staging_dir = Path(out) / STAGING_DIR
+        shutil.rmtree(staging_dir, ignore_errors=True)
+        staging_dir.mkdir()
 
     digest = options_digest(config)
     mine = ds.select_shard(units, config.shard_index, config.num_shards)
     todo = [(i, u) for i, u in mine if not ds.part_complete(out, i)]
     for i, _ in mine:  # refuse a mixed output before doing any work
         if ds.part_complete(out, i):
-            _check_resumable(out / ds.part_name(i), digest)
+            _check_resumable(fs.join(out, ds.part_name(i)), digest)
     jobs = [(config, i, u, str(staging_dir)) for i, u in todo]
     results = _ordered_map(
         clean_unit, jobs, config.workers, inline=lambda job: job[2].source == STDIN
@@ -578,7 +584,7 @@ def run(config: CleanConfig) -> Summary:
         with progress("clean", total=len(mine), unit="units") as bar:
             for i, unit in mine:
                 if ds.part_complete(out, i):
-                    dedup.absorb_part(out / ds.part_name(i))
+                    dedup.absorb_part(fs.join(out, ds.part_name(i)))
                     resumed += 1
                 else:
                     index, staging, stats = next(results)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from albertzh.config import StageConfig
+from albertzh.config import PathOrURL, StageConfig
 from albertzh.console import Summary, progress
 from albertzh.errors import ConfigError
 from albertzh.pipeline import tasks as T
@@ -37,9 +37,9 @@ class EvalConfig(StageConfig):
     predictions: Path | None = Field(
         None, description="Write one JSON line per row (label, probabilities) to this file."
     )
-    shards: Path | None = Field(
+    shards: PathOrURL | None = Field(
         None,
-        description="Instead of a task: MLM/SOP metrics of a pretrained model on these shards.",
+        description="Instead of a task: MLM/SOP metrics of a pretrained model on these shards (a local path or a URL).",
     )
     max_batches: int | None = Field(
         None, ge=1, description="--shards: score at most this many batches."

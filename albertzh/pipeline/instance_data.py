@@ -22,7 +22,6 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from albertzh.errors import ConfigError, DatasetError
 from albertzh.pipeline import dataset as ds
+from albertzh.pipeline import fs
 from albertzh.pipeline.masking import IGNORE_INDEX, MaskingOptions, mask_batch
 
 STAGE = "make-shards"
@@ -75,10 +75,14 @@ class MaskSpec:
 
 
 class InstanceData:
-    """An opened, checked instances dataset (make-shards output) and its units."""
+    """An opened, checked instances dataset (make-shards output) and its units.
 
-    def __init__(self, path: Path, *, chunk_rows: int = 2048) -> None:
-        self.path = Path(path)
+    ``path`` is a local directory or a URL (see :mod:`albertzh.pipeline.fs`); units name their
+    part files as strings, so DataLoader workers open them (and resolve a URL) themselves.
+    """
+
+    def __init__(self, path: fs.Location, *, chunk_rows: int = 2048) -> None:
+        self.path = fs.location(path)
         self.manifest = ds.read_manifest(self.path, STAGE)
         self.parts = ds.part_paths(self.path, self.manifest)
         if not self.parts or int(self.manifest.get("rows", 0)) == 0:
@@ -90,7 +94,7 @@ class InstanceData:
         vocab = self.manifest.get("vocab")
         if not isinstance(vocab, dict) or "size" not in vocab:
             raise DatasetError(
-                f"{self.path / ds.MANIFEST}: no 'vocab' with a 'size' (re-run make-shards)"
+                f"{fs.join(self.path, ds.MANIFEST)}: no 'vocab' with a 'size' (re-run make-shards)"
             )
         self.vocab: dict[str, Any] = vocab
         self.max_seq_len = int(self.manifest.get("max_seq_len", 0) or 0)
@@ -104,11 +108,11 @@ class InstanceData:
         return MaskingOptions(**known)
 
 
-def list_units(parts: Sequence[Path], chunk_rows: int = 2048) -> list[Unit]:
+def list_units(parts: Sequence[fs.Location], chunk_rows: int = 2048) -> list[Unit]:
     """All row ranges of all row groups, in file order."""
     units = []
     for p in parts:
-        meta = pq.read_metadata(p)
+        meta = ds.read_metadata(p)
         for rg in range(meta.num_row_groups):
             n = meta.row_group(rg).num_rows
             for s in range(0, n, chunk_rows):
@@ -184,7 +188,7 @@ def _list_column(col: pa.ChunkedArray | pa.Array, dtype: Any) -> tuple[np.ndarra
 def _read_unit(unit: Unit, files: dict[str, pq.ParquetFile], static: bool) -> list[_Row]:
     pf = files.get(unit.path)
     if pf is None:
-        pf = files[unit.path] = pq.ParquetFile(unit.path)
+        pf = files[unit.path] = ds.open_parquet(fs.location(unit.path))
     cols = list(REQUIRED_COLUMNS) + (list(STATIC_COLUMNS) if static else [])
     table = pf.read_row_group(unit.row_group, columns=cols).slice(unit.start, unit.rows)
     ids, off = _list_column(table.column("input_ids"), np.int32)

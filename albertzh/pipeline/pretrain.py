@@ -24,8 +24,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import ConfigDict, Field, model_validator
 
+from albertzh.config import PathOrURL
 from albertzh.console import Summary, err_console, progress
 from albertzh.errors import ConfigError, InputError, VocabMismatchError
+from albertzh.pipeline import fs
 from albertzh.pipeline import training as tr
 from albertzh.pipeline.instance_data import (
     InstanceData,
@@ -44,7 +46,9 @@ EVAL_SEED_OFFSET = 1_000_003  # eval masks differ from training masks but are fi
 class PretrainConfig(tr.TrainConfig):
     """Options of ``albertzh pretrain``."""
 
-    data: Path = Field(..., description="Instances dataset written by make-shards.")
+    data: PathOrURL = Field(
+        ..., description="Instances dataset written by make-shards (a local path or a URL)."
+    )
     size: Literal["tiny", "small", "base", "large", "xlarge", "xxlarge"] | None = Field(
         None,
         description="Model size preset (albert_zh sizes); base when no --model-config/--init-from.",
@@ -61,8 +65,9 @@ class PretrainConfig(tr.TrainConfig):
         None,
         description="Vocab directory (build-vocab output); default: the one recorded in the shards.",
     )
-    eval_data: Path | None = Field(
-        None, description="Instances dataset to evaluate on (else --eval-fraction of --data)."
+    eval_data: PathOrURL | None = Field(
+        None,
+        description="Instances dataset to evaluate on, a local path or a URL (else --eval-fraction of --data).",
     )
     eval_fraction: float = Field(
         0.0, ge=0, lt=1, description="Hold out this fraction of --data rows for evaluation."
@@ -240,7 +245,7 @@ def evaluate_units(
 
 def evaluate_pretraining(
     model: torch.nn.Module,
-    data_dir: Path,
+    data_dir: fs.Location,
     *,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
@@ -257,15 +262,15 @@ def evaluate_pretraining(
     sop_loss, sop_accuracy, instances)``.
     """
     device = torch.device(device) if isinstance(device, str) else device
-    data = InstanceData(Path(data_dir))
+    data = InstanceData(data_dir)
     if tokenizer is not None:
-        _check_vocab(data, tokenizer, Path(data_dir))
+        _check_vocab(data, tokenizer, data.path)
         roles = _roles_of(tokenizer)
     elif isinstance(data.vocab.get("special_ids"), dict):
         roles = {k: int(v) for k, v in data.vocab["special_ids"].items()}
     else:
         tok = _tokenizer_for(data, None, None)
-        _check_vocab(data, tok, Path(data_dir))
+        _check_vocab(data, tok, data.path)
         roles = _roles_of(tok)
     model_vocab = tr.unwrap_model(model).config.vocab_size
     if model_vocab != int(data.vocab["size"]):
@@ -313,11 +318,13 @@ def _recorded_vocab_dirs(data: InstanceData) -> list[Path]:
     cands: list[Any] = [(m.get("config") or {}).get("vocab"), *(m.get("inputs") or [])]
     out = []
     for c in cands:
-        if isinstance(c, str) and c:
+        if isinstance(c, str) and c and not fs.is_remote(c):
             p = Path(c)
             if not p.is_absolute():
-                # Relative paths were relative to where make-shards ran; try beside the data too.
-                for base in (Path.cwd(), data.path.parent):
+                # Relative paths were relative to where make-shards ran; try beside the data too
+                # (when the data is on the local disk).
+                bases = [Path.cwd()] + ([] if fs.is_remote(data.path) else [Path(data.path).parent])
+                for base in bases:
                     if (base / p).is_dir():
                         p = base / p
                         break
@@ -342,11 +349,11 @@ def _tokenizer_for(data: InstanceData, vocab: Path | None, init_from: Path | Non
     ):
         return load_tokenizer(init_from)
     raise InputError(
-        f"{data.path / 'manifest.json'}: the vocab directory the shards were made with was not found; pass --vocab DIR"
+        f"{fs.join(data.path, 'manifest.json')}: the vocab directory the shards were made with was not found; pass --vocab DIR"
     )
 
 
-def _check_vocab(data: InstanceData, tok: Any, where: Path) -> None:
+def _check_vocab(data: InstanceData, tok: Any, where: fs.Location) -> None:
     want_hash, want_size = data.vocab.get("hash"), int(data.vocab["size"])
     if want_hash and tok.hash != want_hash:
         raise VocabMismatchError(

@@ -32,10 +32,11 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from albertzh.config import CorpusStageConfig
+from albertzh.config import CorpusStageConfig, PathOrURL
 from albertzh.console import Summary, progress
 from albertzh.errors import ConfigError, InputError
 from albertzh.pipeline import dataset as ds
+from albertzh.pipeline.fs import Location
 
 STAGE = "segment"
 INPUT_STAGE = "clean"
@@ -64,9 +65,9 @@ def words_of(sentence: str, lens: Sequence[int]) -> list[str]:
 class SegmentConfig(CorpusStageConfig):
     """Options of ``albertzh segment``."""
 
-    input: Path = Field(
+    input: PathOrURL = Field(
         ...,
-        description="Docs dataset directory (the output of 'albertzh clean').",
+        description="Docs dataset directory (the output of 'albertzh clean'): a local path or a URL.",
         json_schema_extra={"argument": True},
     )
     engine: Literal["auto", "rjieba", "jieba"] = Field(
@@ -341,8 +342,8 @@ def _utf8_bytes(strings: pa.Array) -> int:
 def _segment_part(
     pool: Any,
     workers: int,
-    src: Path,
-    out: Path,
+    src: Location,
+    out: Location,
     index: int,
     batch_docs: int,
     bar: Any,
@@ -460,7 +461,7 @@ def run(config: SegmentConfig) -> Summary:
     )
 
 
-def iter_words(path: Path) -> Iterator[tuple[str, list[str], list[list[int]]]]:
+def iter_words(path: Location) -> Iterator[tuple[str, list[str], list[list[int]]]]:
     """Rows ``(doc_id, sentences, word_lens)`` of a words dataset, streamed part by part."""
     manifest = ds.read_manifest(path, STAGE)
     for p in ds.part_paths(path, manifest):

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,10 +43,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
-from albertzh.config import CorpusStageConfig
+from albertzh.config import CorpusStageConfig, PathOrURL
 from albertzh.console import Summary, progress
 from albertzh.errors import DatasetError, InputError
 from albertzh.pipeline import dataset as ds
+from albertzh.pipeline import fs
 from albertzh.pipeline.masking import MaskingOptions, mask_batch
 
 STAGE = "make-shards"
@@ -73,15 +73,15 @@ INPUT_BATCH_DOCS = 256  # documents read per batch (fixed: the output must not d
 class ShardsConfig(CorpusStageConfig):
     """Flags of ``albertzh make-shards``."""
 
-    input: Path = Field(
+    input: PathOrURL = Field(
         ...,
-        description="Words dataset directory (the output of segment).",
+        description="Words dataset directory (the output of segment): a local path or a URL.",
         json_schema_extra={"argument": True},
     )
     vocab: Path = Field(
         ...,
         description="Vocab directory (build-vocab output), a model directory, or a vocab.txt / "
-        "spiece.model file.",
+        "spiece.model file (local).",
     )
     max_seq_len: int = Field(
         128, ge=5, le=65536, description="Longest instance, [CLS] A [SEP] B [SEP] included."
@@ -490,12 +490,13 @@ def _list_array(
 class _PartWriter:
     """Streams instances of one part into a temp Parquet file; renamed into place at the end."""
 
-    def __init__(self, out_dir: Path, index: int, static: bool, row_group_rows: int) -> None:
-        self.final = out_dir / ds.part_name(index)
-        self.tmp = out_dir / f".{self.final.name}.tmp-{os.getpid()}"
+    def __init__(self, out_dir: fs.Location, index: int, static: bool, row_group_rows: int) -> None:
+        self.final = fs.join(out_dir, ds.part_name(index))
+        self.tmp = fs.tmp_for(self.final)
         self.schema = pa.schema(INSTANCE_FIELDS + (STATIC_FIELDS if static else []))
+        filesystem, where = fs.split(self.tmp)
         self.writer = pq.ParquetWriter(
-            self.tmp, self.schema, compression="zstd", store_schema=False
+            where, self.schema, compression="zstd", store_schema=False, filesystem=filesystem
         )
         self.rows = row_group_rows
         self.buf: list[Instance] = []
@@ -536,15 +537,13 @@ class _PartWriter:
             {ds.STATS_KEY.decode(): json.dumps(stats, sort_keys=True)}
         )
         self.writer.close()
-        with open(self.tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(self.tmp, self.final)
+        fs.commit(self.tmp, self.final)
 
     def abort(self) -> None:
         try:
             self.writer.close()
         finally:
-            self.tmp.unlink(missing_ok=True)
+            fs.remove(self.tmp, missing_ok=True)
 
 
 def _docs_of_batch(batch: pa.RecordBatch, source: str, tok: Any, is_cont: np.ndarray) -> list[Doc]:
@@ -650,10 +649,11 @@ def make_part(job: _Job) -> dict[str, Any]:
     c = Counters()
     rngs = [np.random.default_rng([cfg.seed, job.index, d, 0]) for d in range(cfg.copies)]
     mask_rngs = [np.random.default_rng([cfg.seed, job.index, d, 1]) for d in range(cfg.copies)]
-    writer = _PartWriter(Path(job.out_dir), job.index, static, cfg.row_group_rows)
+    # Locations travel as strings; each worker process resolves a URL's filesystem itself.
+    writer = _PartWriter(fs.location(job.out_dir), job.index, static, cfg.row_group_rows)
     try:
         for batch in ds.iter_batches(
-            Path(job.source), ["doc_id", "sentences", "word_lens"], INPUT_BATCH_DOCS
+            fs.location(job.source), ["doc_id", "sentences", "word_lens"], INPUT_BATCH_DOCS
         ):
             docs = _docs_of_batch(batch, job.source, tok, is_cont)
             c.docs += len(docs)
@@ -687,7 +687,7 @@ def make_part(job: _Job) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the stage
 
 
-def _check_input(cfg: ShardsConfig) -> tuple[dict[str, Any], list[Path]]:
+def _check_input(cfg: ShardsConfig) -> tuple[dict[str, Any], list[fs.Location]]:
     manifest = ds.read_manifest(cfg.input, INPUT_STAGE)
     parts = ds.part_paths(cfg.input, manifest)
     if not parts:

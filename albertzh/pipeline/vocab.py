@@ -40,10 +40,11 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from albertzh import __version__
-from albertzh.config import StageConfig
+from albertzh.config import PathOrURL, StageConfig
 from albertzh.console import Summary, progress
 from albertzh.errors import ConfigError, DatasetError, InputError
 from albertzh.pipeline import dataset as ds
+from albertzh.pipeline.fs import Location
 from albertzh.pipeline.segment import STAGE as WORDS_STAGE
 from albertzh.tokenizer import (
     SPECIAL_TOKENS,
@@ -73,13 +74,15 @@ WORDS_COLUMNS = {"sentences": pa.list_(pa.string()), "word_lens": pa.list_(pa.li
 class VocabConfig(StageConfig):
     """Options of ``albertzh build-vocab``."""
 
-    input: Path | None = Field(
+    input: PathOrURL | None = Field(
         None,
-        description="Words dataset (the output of 'albertzh segment'); optional with --from-vocab (then only used for coverage).",
+        description="Words dataset (the output of 'albertzh segment'), a local path or a URL; optional with --from-vocab (then only used for coverage).",
         json_schema_extra={"argument": True},
     )
     output: Path = Field(
-        ..., description="Output vocab directory.", json_schema_extra={"short": "-o"}
+        ...,
+        description="Output vocab directory (local only: tokenizers and sentencepiece load their files from disk).",
+        json_schema_extra={"short": "-o"},
     )
     overwrite: bool = Field(False, description="Replace an existing output directory.")
     kind: Literal["char", "sentencepiece"] = Field(
@@ -152,7 +155,7 @@ class VocabConfig(StageConfig):
 # --------------------------------------------------------------------------- reading words
 
 
-def _check_words(path: Path) -> tuple[dict[str, Any], list[Path]]:
+def _check_words(path: Location) -> tuple[dict[str, Any], list[Location]]:
     manifest = ds.read_manifest(path, WORDS_STAGE)
     parts = ds.part_paths(path, manifest)
     for p in parts:
@@ -160,7 +163,7 @@ def _check_words(path: Path) -> tuple[dict[str, Any], list[Path]]:
     return manifest, parts
 
 
-def iter_sentences(parts: list[Path], with_words: bool = False) -> Iterator[Any]:
+def iter_sentences(parts: list[Location], with_words: bool = False) -> Iterator[Any]:
     """Every sentence of a words dataset (or ``(sentence, word_lens)`` with ``with_words``)."""
     cols = ["sentences", "word_lens"] if with_words else ["sentences"]
     for p in parts:
@@ -376,7 +379,7 @@ def build_char_vocab(counts: dict[str, Counter], config: VocabConfig) -> tuple[l
 # --------------------------------------------------------------------------- sentencepiece kind
 
 
-def _spm_sentences(parts: list[Path], config: VocabConfig) -> Iterator[str]:
+def _spm_sentences(parts: list[Location], config: VocabConfig) -> Iterator[str]:
     for sentence, lens in iter_sentences(parts, with_words=True):
         if config.word_boundaries:
             words = []
@@ -390,7 +393,7 @@ def _spm_sentences(parts: list[Path], config: VocabConfig) -> Iterator[str]:
             yield text
 
 
-def train_sentencepiece(parts: list[Path], config: VocabConfig, out: Path) -> dict[str, Any]:
+def train_sentencepiece(parts: list[Location], config: VocabConfig, out: Path) -> dict[str, Any]:
     """Train ``out/spiece.model`` on the dataset's sentences (streamed into spm)."""
     import sentencepiece as spm
 
@@ -524,7 +527,7 @@ def run(config: VocabConfig) -> Summary:
     # Arrow's default allocator (mimalloc) keeps freed pages, so peak RSS would grow with the
     # size of the parts read; the system allocator returns them (same speed here).
     pa.set_memory_pool(pa.system_memory_pool())
-    parts: list[Path] = []
+    parts: list[Location] = []
     inputs: list[str] = []
     if config.input is not None:
         _, parts = _check_words(config.input)
@@ -582,7 +585,7 @@ def run(config: VocabConfig) -> Summary:
     )
 
 
-def _build(config: VocabConfig, parts: list[Path], out: Path) -> tuple[str, dict[str, Any]]:
+def _build(config: VocabConfig, parts: list[Location], out: Path) -> tuple[str, dict[str, Any]]:
     if config.from_vocab is not None:
         src = Path(config.from_vocab)
         if src.is_dir():
