@@ -9,6 +9,7 @@ locations, and pretrain/eval reading ``memory://`` shards.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +193,15 @@ def test_unknown_scheme_is_one_error_line(local_run: dict) -> None:
     one_error_line(r, "nosuch://x/in.txt", "cannot open this URL")
     with pytest.raises(DatasetError, match="nosuch://x: cannot open this URL"):
         fs.resolve("nosuch://x")
+
+
+def test_without_fsspec_only_pyarrow_schemes_open(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "fsspec", None)  # import fsspec -> ImportError
+    with pytest.raises(DatasetError, match="memory://no-fsspec/x: .*install fsspec"):
+        fs.resolve("memory://no-fsspec/x")
+    assert fs.kind((tmp_path).as_uri()) == "dir"
 
 
 def test_url_fields_stay_intact() -> None:
