@@ -21,7 +21,6 @@ import fnmatch
 import hashlib
 import json
 import multiprocessing as mp
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
@@ -51,18 +50,9 @@ R = TypeVar("R")
 def atomic_write_bytes(path: Location, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file, fsync and rename (never half-written)."""
     loc = fs.location(path)
-    if fs.is_remote(loc):
-        tmp = fs.tmp_for(loc)
-        fs.write_bytes(tmp, data)
-        fs.commit(tmp, loc)
-        return
-    path = Path(loc)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = fs.tmp_for(loc)
+    fs.write_bytes(tmp, data)
+    fs.commit(tmp, loc)
 
 
 def atomic_write_json(path: Location, obj: Any) -> None:
