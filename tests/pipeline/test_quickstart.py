@@ -15,7 +15,8 @@ TINY = [
     "--news-lines", "150", "--train-per-class", "24", "--dev-per-class", "12",
     "--test-per-class", "12", "--embedding-size", "16", "--hidden-size", "32", "--heads", "2",
     "--intermediate-size", "64", "--layers", "2", "--pretrain-steps", "6",
-    "--pretrain-batch-size", "8", "--finetune-epochs", "1", "--workers", "1", "--json",
+    "--pretrain-batch-size", "8", "--finetune-epochs", "1", "--finetune-seeds", "2",
+    "--workers", "1", "--json",
 ]  # fmt: skip
 
 
@@ -30,12 +31,18 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path: Path) -> None:
     for stage in ("docs", "words", "shards"):
         assert (out / stage / "manifest.json").is_file()
     assert (out / "vocab" / "vocab.json").is_file()
-    for run in ("pretrain", "finetune-pretrained", "finetune-random"):
+    runs = ["finetune-pretrained-seed0", "finetune-pretrained-seed1", "finetune-random-seed0"]
+    for run in ("pretrain", *runs, "finetune-random-seed1"):
         assert (out / run / "model.safetensors").is_file() and (out / run / "config.json").is_file()
     assert s["corpus"]["docs"] > 100 and s["corpus"]["instances"] > 0
     assert s["pretrain"]["steps"] == 6
     for arm in ("pretrained", "random_init"):
-        assert 0.0 <= s["test_accuracy"][arm] <= 1.0
+        per_seed = s["test_accuracy"]["per_seed"][arm]
+        assert len(per_seed) == 2 and all(0.0 <= a <= 1.0 for a in per_seed)
+        assert s["test_accuracy"][arm] == pytest.approx(sum(per_seed) / 2, abs=1e-4)
+    # the two seeds are really different runs (different head init and batch order)
+    a, b = (out / r / "model.safetensors" for r in runs[:2])
+    assert a.read_bytes() != b.read_bytes()
     assert set(s["seconds"]) >= {"clean", "segment", "build-vocab", "make-shards", "pretrain"}
     assert json.loads((out / "summary.json").read_text())["test_accuracy"] == s["test_accuracy"]
 
