@@ -16,11 +16,16 @@ How it runs:
    ``part-<i>.parquet`` (temp name + rename) with the unit's counters in the footer. Because
    this pass is sequential and in input order, the output is byte-identical for any
    ``--workers``. Memory grows only with the set of seen hashes (and the MinHash LSH index).
+   ``--exclude`` is decided here too, before the duplicate check: the exclude files are read
+   and cleaned by the same :class:`Cleaner` before the output directory is touched, and a
+   document whose :func:`text_hash` (or that of one of its sentences of 10+ characters) is one
+   of theirs is dropped as ``excluded``. Every copy counts as ``excluded``, none as seen.
 4. **Resume.** ``--resume`` keeps every complete part. The seen-hash set (and LSH index) is
    rebuilt by re-hashing the text of those kept parts as the in-order pass reaches them, so a
    resumed run drops exactly the duplicates a single run would. Each part's footer holds a
-   digest of the options that shape it; parts written with other options are refused before
-   any work starts. The manifest is written last.
+   digest of the options that shape it (for ``--exclude``, the digest of the excluded keys,
+   not the file paths); parts written with other options are refused before any work starts.
+   The manifest is written last.
 
 Staging files live in ``<output>/.staging-clean/`` (in a local temporary directory when the
 output is a URL) and are removed as each unit is finished.
@@ -31,6 +36,7 @@ With ``--num-shards`` each machine de-duplicates within its own units only.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import multiprocessing as mp
@@ -52,7 +58,7 @@ from pydantic import Field, model_validator
 
 from albertzh.config import CorpusStageConfig
 from albertzh.console import Summary, progress
-from albertzh.errors import ConfigError, DatasetError
+from albertzh.errors import ConfigError, DatasetError, InputError
 from albertzh.pipeline import dataset as ds
 from albertzh.pipeline import fs
 from albertzh.pipeline import textrules as tr
@@ -171,6 +177,10 @@ class CleanConfig(CorpusStageConfig):
     near_dup_ngram: int = Field(
         5, ge=1, description="Character n-gram size of the --near-dup shingles."
     )
+    exclude: list[Path] = Field(
+        default_factory=list,
+        description="A file of texts to keep out of the output, e.g. a benchmark's dev split (repeatable): .tsv = every field, .jsonl/.json = every string value, else each line (.gz too). A document that, cleaned, equals one of them or has a 10+ character sentence equal to one is dropped (excluded); labels and texts under 4 characters are ignored.",
+    )
 
     @model_validator(mode="after")
     def _check_lengths(self) -> CleanConfig:
@@ -217,6 +227,24 @@ class Cleaner:
                 text = new
         return text
 
+    def sentences(self, text: str) -> list[str]:
+        """The sentences of a normalized document, without the too-short ones."""
+        cfg = self.cfg
+        if cfg.split_sentences:
+            sents = tr.split_sentences(text)
+        else:
+            sents = [s for s in (line.strip() for line in text.split("\n")) if s]
+        if cfg.min_sentence_chars > 1:
+            kept = [s for s in sents if len(s) >= cfg.min_sentence_chars]
+            if len(kept) < len(sents):
+                self.rules["short_sentences"] += len(sents) - len(kept)
+            sents = kept
+        return sents
+
+    def text_of(self, raw: str) -> str:
+        """The text a document gets before the filters (normalized, one sentence per line)."""
+        return "\n".join(self.sentences(self.normalize(raw)))
+
     def __call__(self, raw: str) -> str | None:
         """The cleaned document (sentences joined by newlines), or None when it is dropped."""
         cfg = self.cfg
@@ -225,15 +253,7 @@ class Cleaner:
         if cfg.urls == "drop" and tr.find_urls(text):
             reason = "url"
         else:
-            if cfg.split_sentences:
-                sents = tr.split_sentences(text)
-            else:
-                sents = [s for s in (line.strip() for line in text.split("\n")) if s]
-            if cfg.min_sentence_chars > 1:
-                kept = [s for s in sents if len(s) >= cfg.min_sentence_chars]
-                if len(kept) < len(sents):
-                    self.rules["short_sentences"] += len(sents) - len(kept)
-                sents = kept
+            sents = self.sentences(text)
             text = "\n".join(sents)
             reason = (
                 ("empty" if not sents else None)
@@ -254,15 +274,122 @@ class Cleaner:
 _RUN_ONLY = {"output", "workers", "resume", "overwrite", "shard_index", "num_shards"}
 
 
-def options_digest(cfg: CleanConfig) -> str:
-    """A short hash of the options that decide a part's content (kept in each part's stats)."""
-    opts = json.dumps(cfg.model_dump(mode="json", exclude=_RUN_ONLY), sort_keys=True)
-    return hashlib.sha256(opts.encode()).hexdigest()[:16]
+def options_digest(cfg: CleanConfig, excluded: Excluded | None = None) -> str:
+    """A short hash of the options that decide a part's content (kept in each part's stats).
+
+    ``--exclude`` counts by what the files hold (the digest of their keys), not by their paths.
+    """
+    opts = cfg.model_dump(mode="json", exclude=_RUN_ONLY | {"exclude"})
+    if cfg.exclude:
+        if excluded is None:
+            raise ValueError("options_digest: --exclude is set, pass its Excluded")
+        opts["exclude"] = excluded.digest
+    return hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def text_hash(text: str) -> int:
     """The exact-duplicate key: xxhash64 of the cleaned text's UTF-8 bytes."""
     return xxhash.xxh64_intdigest(text.encode("utf-8"))
+
+
+# --------------------------------------------------------------------------- --exclude
+
+EXCLUDE_MIN_CHARS = 4  # shorter texts (labels such as 1/0, empty fields) never exclude
+EXCLUDE_SENTENCE_MIN_CHARS = 10  # a shorter sentence is too common to drop its document for
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string inside a JSON value (object values, list items, nested)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def exclude_texts(path: Path) -> Iterator[str]:
+    """The candidate texts of one ``--exclude`` file, raw (before cleaning).
+
+    ``.tsv``: every tab-separated field of every line; ``.jsonl``/``.json`` (JSON lines):
+    every string value; anything else: each line. ``.gz`` is decompressed. Errors are
+    :class:`InputError` naming the file (and the line).
+    """
+    suffixes = [x.lower() for x in path.suffixes]
+    gz = suffixes[-1:] == [".gz"]
+    kind = (suffixes[:-1] if gz else suffixes)[-1:]
+    try:
+        with gzip.open(path, "rb") if gz else open(path, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError:
+                    raise InputError(f"{path}: line {n}: not valid UTF-8") from None
+                if n == 1:
+                    line = line.removeprefix("\ufeff")
+                if kind == [".tsv"]:
+                    yield from line.split("\t")
+                elif kind in ([".jsonl"], [".json"]):
+                    if line.strip():
+                        try:
+                            yield from _strings(json.loads(line))
+                        except json.JSONDecodeError as exc:
+                            raise InputError(
+                                f"{path}: line {n}: not valid JSON ({exc.msg})"
+                            ) from None
+                else:
+                    yield line
+    except FileNotFoundError:
+        raise InputError(f"{path}: --exclude file not found") from None
+    except (OSError, EOFError) as exc:  # unreadable, a directory, a broken .gz
+        raise InputError(f"{path}: cannot read --exclude file ({exc.strerror or exc})") from None
+
+
+def _is_exclude_text(text: str) -> bool:
+    """False for a short text and for one ASCII token (a label or id: ``entailment``, ``q-42``)."""
+    return len(text) >= EXCLUDE_MIN_CHARS and not (text.isascii() and len(text.split()) == 1)
+
+
+class Excluded:
+    """The keys (:func:`text_hash` of the cleaned text) of the ``--exclude`` texts.
+
+    A document is excluded when its key is one of them, or when one of its sentences of at
+    least :data:`EXCLUDE_SENTENCE_MIN_CHARS` characters is (so a task text that sits inside a
+    longer document is caught too).
+    """
+
+    def __init__(self, keys: set[int]) -> None:
+        self.keys = keys
+        raw = b"".join(k.to_bytes(8, "little") for k in sorted(keys))
+        self.digest = hashlib.sha256(raw).hexdigest()[:16]
+
+    @classmethod
+    def load(cls, cfg: CleanConfig) -> Excluded:
+        """Read and clean every ``--exclude`` text with the documents' own normalizers."""
+        cleaner = Cleaner(cfg)
+        keys = set()
+        for path in cfg.exclude:
+            for raw in exclude_texts(Path(path)):
+                text = cleaner.text_of(raw)
+                if _is_exclude_text(text):
+                    keys.add(text_hash(text))
+        return cls(keys)
+
+    def __bool__(self) -> bool:
+        return bool(self.keys)
+
+    def matches(self, h: int, text: str) -> bool:
+        """Whether the document (its key ``h`` and cleaned text) is or holds an excluded text."""
+        if h in self.keys:
+            return True
+        if "\n" not in text:  # one sentence: its key is the document's
+            return False
+        return any(
+            len(s) >= EXCLUDE_SENTENCE_MIN_CHARS and text_hash(s) in self.keys
+            for s in text.split("\n")
+        )
 
 
 _MINHASH_TEMPLATE: dict[int, Any] = {}
@@ -343,7 +470,6 @@ def clean_unit(job: tuple[CleanConfig, int, Unit, str]) -> tuple[int, str, dict[
         flush(writer)
 
     stats: dict[str, Any] = {
-        "options": options_digest(cfg),
         "rows_in": rows_in,
         "bytes_in": counters.get("bytes_in", 0),
         "dropped": dict(cleaner.dropped),
@@ -359,10 +485,14 @@ def clean_unit(job: tuple[CleanConfig, int, Unit, str]) -> tuple[int, str, dict[
 
 
 class Deduper:
-    """Remembers every kept document (hash set, optional MinHash LSH) in input order."""
+    """Remembers every kept document (hash set, optional MinHash LSH) in input order.
 
-    def __init__(self, cfg: CleanConfig) -> None:
+    Also drops the documents that match ``--exclude`` (before they count as seen).
+    """
+
+    def __init__(self, cfg: CleanConfig, excluded: Excluded | None = None) -> None:
         self.cfg = cfg
+        self.excluded = excluded or Excluded(set())
         self.seen: set[int] = set()
         self.lsh = None
         self._lean_kw: dict[str, Any] = {}
@@ -383,11 +513,14 @@ class Deduper:
             if scheme:
                 self._lean_kw["scheme"] = scheme
 
-    def check(self, key: Any, h: int, sig: bytes | None) -> str | None:
+    def check(self, key: Any, h: int, sig: bytes | None, text: str | None = None) -> str | None:
         """None when the document is new (and remember it), else the drop reason.
 
-        ``key`` names the document in the LSH index (any unique hashable).
+        ``key`` names the document in the LSH index (any unique hashable); ``text`` (the
+        cleaned text) is checked against ``--exclude`` when given.
         """
+        if text is not None and self.excluded.matches(h, text):
+            return "excluded"
         if self.cfg.dedup:
             if h in self.seen:
                 return "duplicate"
@@ -404,7 +537,10 @@ class Deduper:
         return None
 
     def absorb_part(self, path: fs.Location) -> None:
-        """Remember the documents of an already complete part (for --resume)."""
+        """Remember the documents of an already complete part (for --resume).
+
+        Its parts hold no excluded document (their options digest covers the --exclude keys).
+        """
         if not self.cfg.dedup and self.lsh is None:
             return
         for batch in ds.iter_batches(path, ["doc_id", "text"]):
@@ -434,9 +570,10 @@ def _finish_unit(
         rows = batch.column("row").to_pylist()
         hashes = batch.column("hash").to_pylist()
         sigs = batch.column("sig").to_pylist() if near else [None] * len(rows)
+        texts = batch.column("text").to_pylist() if dedup.excluded else [None] * len(rows)
         mask = []
-        for row, h, sig in zip(rows, hashes, sigs, strict=True):
-            reason = dedup.check((index, row), h, sig)
+        for row, h, sig, text in zip(rows, hashes, sigs, texts, strict=True):
+            reason = dedup.check((index, row), h, sig, text)
             if reason:
                 dropped[reason] += 1
             mask.append(reason is None)
@@ -559,7 +696,9 @@ def run(config: CleanConfig) -> Summary:
     units = plan_units(
         files, max(1, int(config.chunk_mb * (1 << 20))), config.doc_sep, config.text_column
     )
-    dedup = Deduper(config)
+    excluded = Excluded.load(config)  # bad --exclude files stop here, before the output exists
+    dedup = Deduper(config, excluded)
+    digest = options_digest(config, excluded)
     out = ds.prepare_output(config.output, resume=config.resume, overwrite=config.overwrite)
     if remote:  # workers write staging files with plain local I/O
         staging_dir = Path(tempfile.mkdtemp(prefix="albertzh-clean-"))
@@ -568,7 +707,6 @@ def run(config: CleanConfig) -> Summary:
         shutil.rmtree(staging_dir, ignore_errors=True)
         staging_dir.mkdir()
 
-    digest = options_digest(config)
     mine = ds.select_shard(units, config.shard_index, config.num_shards)
     todo = [(i, u) for i, u in mine if not ds.part_complete(out, i)]
     for i, _ in mine:  # refuse a mixed output before doing any work
@@ -589,6 +727,7 @@ def run(config: CleanConfig) -> Summary:
                 else:
                     index, staging, stats = next(results)
                     assert index == i, (index, i)
+                    stats["options"] = digest
                     done.append(_finish_unit(out, i, unit, staging, stats, dedup))
                     os.unlink(staging)
                     kept += done[-1]["rows_out"]

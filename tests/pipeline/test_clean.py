@@ -361,3 +361,187 @@ def test_uri_input_gives_the_same_parts(tmp_path: Path) -> None:
     texts = [[r["text"] for r in _rows(tmp_path / d)] for d in ("local", "uri")]
     assert texts[0] == texts[1] and len(texts[0]) == 97
     assert _rows(tmp_path / "uri")[0]["source"] == src.as_uri()
+
+
+# --------------------------------------------------------------------------- --exclude
+
+
+def _fullwidth(text: str) -> str:
+    """A width/whitespace variant that cleans back to ``text`` (ASCII -> full-width, spaces)."""
+    return "　" + "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text) + "  "
+
+
+def test_exclude_tsv_jsonl_txt_drop_exactly_the_matching_docs(tmp_path: Path) -> None:
+    wide = "ABC公司发布了新产品，大家都很喜欢。"  # its full-width variant is in the corpus
+    inside = "昨天我去了一趟书店。" + GOOD[5]  # holds an excluded text as one of its sentences
+    corpus = [GOOD[0], _fullwidth(wide), GOOD[1], GOOD[2], GOOD[3], inside, GOOD[4], GOOD[1]]
+    src = _write(tmp_path / "corpus.txt", corpus)
+    tsv = tmp_path / "dev.tsv"
+    tsv.write_text(
+        f"label\ttext_a\n1\t{wide}\n0\t  {GOOD[1]}\t\n1\t这条评论不在语料里，只在任务文件中。\n",
+        encoding="utf-8",
+    )
+    jsonl = tmp_path / "test.jsonl"
+    rows = [{"id": 7, "label": "entailment", "sentence": _fullwidth(GOOD[2]), "meta": {}}]
+    jsonl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    txt = tmp_path / "more.txt.gz"
+    txt.write_bytes(gzip.compress(f"{GOOD[3]}\n{GOOD[5]}\n".encode()))
+
+    plain = run(_cfg(tmp_path, [src]))
+    assert "excluded" not in plain.figures["dropped"] and plain.figures["rows_out"] == 7
+    s = run(_cfg(tmp_path, [src], exclude=[tsv, jsonl, txt], overwrite=True))
+    kept = [r["doc_id"] for r in _rows(tmp_path / "docs")]
+    assert kept == ["00000-000000", "00000-000006"]
+    # Every copy of an excluded text counts as excluded, before de-duplication sees it.
+    assert s.figures["dropped"] == {"excluded": 6}
+    assert ds.read_manifest(tmp_path / "docs")["stats"]["dropped"] == {"excluded": 6}
+    assert ds.read_manifest(tmp_path / "docs")["config"]["exclude"] == [
+        str(tsv),
+        str(jsonl),
+        str(txt),
+    ]
+
+
+def test_exclude_ignores_labels_ids_and_short_fields(tmp_path: Path) -> None:
+    corpus = ["1", "entailment", "not_entailment", "q-0001", "好的", "好的。" + GOOD[0]]
+    src = _write(tmp_path / "corpus.txt", corpus)
+    tsv = tmp_path / "dev.tsv"
+    tsv.write_text(
+        "label\tid\ttext_a\n1\tq-0001\t好的\nentailment\tq-0002\t好的。\nnot_entailment\t\t\n",
+        encoding="utf-8",
+    )
+    kw: dict[str, Any] = {"min_chars": 0, "min_sentence_chars": 0, "min_chinese_ratio": 0.0}
+    s = run(_cfg(tmp_path, [src], exclude=[tsv], **kw))
+    assert s.figures["rows_out"] == len(corpus) and s.figures["dropped"] == {}
+    # The same file does exclude a real text: the labels were what it ignored.
+    with tsv.open("a", encoding="utf-8") as f:
+        f.write(f"1\tq-0003\t好的。{GOOD[0]}\n")
+    s = run(_cfg(tmp_path, [src], exclude=[tsv], overwrite=True, **kw))
+    assert s.figures["dropped"] == {"excluded": 1}
+
+
+def test_exclude_uses_the_corpus_normalizers_t2s(tmp_path: Path) -> None:
+    pytest.importorskip("opencc")
+    src = _write(
+        tmp_path / "corpus.txt", ["这家酒店的环境和服务态度都不错，下次还会再来。", GOOD[0]]
+    )
+    txt = _write(tmp_path / "dev.txt", ["這家酒店的環境和服務態度都不錯，下次還會再來。"])
+    assert run(_cfg(tmp_path, [src], exclude=[txt])).figures["dropped"] == {}
+    s = run(_cfg(tmp_path, [src], exclude=[txt], t2s=True, overwrite=True))
+    assert s.figures["dropped"] == {"excluded": 1}
+
+
+def test_exclude_works_without_dedup(tmp_path: Path) -> None:
+    src = _write(tmp_path / "corpus.txt", [GOOD[0], GOOD[1], GOOD[0], GOOD[1]])
+    txt = _write(tmp_path / "dev.txt", [GOOD[1]])
+    s = run(_cfg(tmp_path, [src], exclude=[txt], dedup=False))
+    assert s.figures["dropped"] == {"excluded": 2} and s.figures["rows_out"] == 2
+
+
+def _exclude_file(tmp_path: Path, name: str = "dev.tsv") -> Path:
+    # Ten of the 97 distinct texts of _corpus (each appears about three times there).
+    rows = [f"1\t第{i}号文档：{GOOD[i % len(GOOD)]}编号{i}。\n" for i in range(0, 97, 10)]
+    path = tmp_path / name
+    path.write_text("label\ttext_a\n" + "".join(rows), encoding="utf-8")
+    return path
+
+
+def test_exclude_same_bytes_for_any_workers_and_with_resume(tmp_path: Path) -> None:
+    src, tsv = _corpus(tmp_path), _exclude_file(tmp_path)
+    out = tmp_path / "w1"
+    cfg = CleanConfig(inputs=[str(src)], output=out, chunk_mb=0.002, exclude=[tsv])
+    one = run(cfg)
+    two = run(cfg.model_copy(update={"output": tmp_path / "w2", "workers": 2}))
+    assert one.figures["units"] > 4 and one.figures["rows_out"] == 97 - 10
+    assert one.figures["dropped"]["excluded"] == sum(1 for i in range(300) if i % 97 % 10 == 0)
+    assert one.figures["dropped"] == two.figures["dropped"]
+    assert _part_hashes(out) == _part_hashes(tmp_path / "w2")
+    full = ds.read_manifest(out)
+
+    # Cut off after half the parts, resumed with the same texts in a file elsewhere: equal.
+    n = len(full["files"])
+    for f in full["files"][n // 2 :]:
+        (out / f["name"]).unlink()
+    (out / "manifest.json").unlink()
+    moved = _exclude_file(tmp_path / "w2", "copy.tsv")
+    summary = run(cfg.model_copy(update={"resume": True, "exclude": [moved]}))
+    assert summary.figures["units_resumed"] == n // 2
+    assert _part_hashes(out) == [f["sha256"] for f in full["files"]]
+    assert ds.read_manifest(out)["stats"] == full["stats"]
+
+    # Other texts to exclude (or none) change what the parts hold: resume refuses them.
+    (out / "manifest.json").unlink()
+    (out / full["files"][-1]["name"]).unlink()
+    other = _write(tmp_path / "other.txt", [GOOD[0]])
+    for exclude in ([tsv, other], []):
+        with pytest.raises(DatasetError, match="written with other clean options"):
+            run(cfg.model_copy(update={"resume": True, "exclude": exclude}))
+
+
+def test_exclude_with_shards(tmp_path: Path) -> None:
+    src, tsv = _corpus(tmp_path), _exclude_file(tmp_path)
+    kw: dict[str, Any] = {"chunk_mb": 0.002, "dedup": False, "exclude": [tsv]}
+    whole = run(CleanConfig(inputs=[str(src)], output=tmp_path / "all", **kw))
+    shards = [
+        run(
+            CleanConfig(
+                inputs=[str(src)], output=tmp_path / f"s{i}", shard_index=i, num_shards=2, **kw
+            )
+        )
+        for i in range(2)
+    ]
+    assert (
+        sum(s.figures["dropped"]["excluded"] for s in shards)
+        == whole.figures["dropped"]["excluded"]
+    )
+    assert sum(s.figures["rows_out"] for s in shards) == whole.figures["rows_out"] == 300 - 31
+
+
+@pytest.mark.parametrize(
+    "name,content,needle",
+    [
+        ("missing.tsv", None, "missing.tsv: --exclude file not found"),
+        ("bad.txt", "好的\n".encode() + b"\xff\xfe\n", "bad.txt: line 2: not valid UTF-8"),
+        (
+            "bad.jsonl",
+            b'{"text": "\xe5\xa5\xbd"}\n{"text": \n',
+            "bad.jsonl: line 2: not valid JSON",
+        ),
+        ("broken.txt.gz", b"not gzip at all", "broken.txt.gz: cannot read --exclude file"),
+        ("adir.tsv", "dir", "adir.tsv: cannot read --exclude file"),
+    ],
+)
+def test_bad_exclude_file_is_one_error_line_and_writes_nothing(
+    tmp_path: Path, name: str, content: bytes | str | None, needle: str
+) -> None:
+    from tests.cli.conftest import one_error_line, root, runner
+
+    src = _write(tmp_path / "corpus.txt", GOOD)
+    bad = tmp_path / name
+    if content == "dir":
+        bad.mkdir()
+    elif isinstance(content, bytes):
+        bad.write_bytes(content)
+    ok = _write(tmp_path / "ok.txt", [GOOD[0]])
+    out = tmp_path / "docs"
+    r = runner.invoke(
+        root, ["clean", str(src), "--exclude", str(ok), "--exclude", str(bad), "-o", str(out)]
+    )
+    one_error_line(r, needle)
+    assert not out.exists()
+
+
+def test_exclude_from_repeated_flags_and_from_a_config_file(tmp_path: Path) -> None:
+    from tests.cli.conftest import root, runner
+
+    src = _write(tmp_path / "corpus.txt", GOOD)
+    a, b = _write(tmp_path / "a.txt", [GOOD[0]]), _write(tmp_path / "b.txt", [GOOD[1]])
+    args = ["clean", str(src), "--json", "-o", str(tmp_path / "docs")]
+    r = runner.invoke(root, [*args, "--exclude", str(a), "--exclude", str(b)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["dropped"] == {"excluded": 2}
+    conf = tmp_path / "clean.yaml"
+    conf.write_text(f"exclude:\n  - {a}\n  - {b}\n", encoding="utf-8")
+    r = runner.invoke(root, [*args, "--config", str(conf), "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["dropped"] == {"excluded": 2}
