@@ -699,11 +699,16 @@ def run(config: CleanConfig) -> Summary:
     excluded = Excluded.load(config)  # bad --exclude files stop here, before the output exists
     dedup = Deduper(config, excluded)
     digest = options_digest(config, excluded)
-    out = ds.prepare_output(config.output, resume=config.resume, overwrite=config.overwrite)
+    shard = (config.shard_index, config.num_shards)
+    out = ds.prepare_output(
+        config.output, resume=config.resume, overwrite=config.overwrite, shard=shard
+    )
     if remote:  # workers write staging files with plain local I/O
         staging_dir = Path(tempfile.mkdtemp(prefix="albertzh-clean-"))
     else:
-        staging_dir = Path(out) / STAGING_DIR
+        # One staging folder per shard: machines sharing the output never touch each other's.
+        suffix = f"-{shard[0]}-of-{shard[1]}" if shard[1] > 1 else ""
+        staging_dir = Path(out) / f"{STAGING_DIR}{suffix}"
         shutil.rmtree(staging_dir, ignore_errors=True)
         staging_dir.mkdir()
 
@@ -743,6 +748,9 @@ def run(config: CleanConfig) -> Summary:
         config,
         config.inputs,
         extra={"units": len(units), "input_files": len(files)},
+        shard=shard,
+        total_parts=len(units),
+        digest=digest,
     )
     seconds = time.perf_counter() - t0
     mb = sum(d["bytes_in"] for d in done) / 1e6
@@ -762,6 +770,8 @@ def run(config: CleanConfig) -> Summary:
     for key in ("skipped_lines", "replaced_lines"):
         if total.get(key):
             figures[key] = total[key]
+    if (status := ds.shard_figure(out, shard)) is not None:
+        figures["dataset"] = status
     figures["seconds"] = round(seconds, 3)
     figures["mb_per_s"] = round(mb / seconds, 3) if seconds > 0 else 0.0
     return Summary(STAGE, figures)

@@ -21,6 +21,7 @@ import fnmatch
 import hashlib
 import json
 import multiprocessing as mp
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
@@ -74,16 +75,72 @@ def part_name(index: int) -> str:
 # --------------------------------------------------------------------------- output side
 
 
-def prepare_output(path: Location, *, resume: bool = False, overwrite: bool = False) -> Location:
+RUN_ONLY_FIELDS = frozenset(
+    {"output", "workers", "resume", "overwrite", "shard_index", "num_shards"}
+)
+_SHARD_MANIFEST_RE = re.compile(r"manifest\.shard-(\d+)-of-(\d+)\.json")
+_PART_RE = re.compile(r"\.?part-(\d+)\.parquet(\.tmp-.*)?")
+
+
+def shard_manifest_name(index: int, count: int) -> str:
+    return f"manifest.shard-{index}-of-{count}.json"
+
+
+def _own_name(name: str, shard: tuple[int, int]) -> bool:
+    """Whether ``name`` in an output directory belongs to shard ``(i, n)``: its parts, their
+    temp files, its shard manifest and that manifest's temp files."""
+    i, n = shard
+    m = _PART_RE.fullmatch(name)
+    if m and (name.startswith(".") == bool(m.group(2))):
+        return int(m.group(1)) % n == i
+    own = shard_manifest_name(i, n)
+    return name == own or fnmatch.fnmatchcase(name, f".{own}.tmp-*")
+
+
+def _is_tmp(name: str) -> bool:
+    return fnmatch.fnmatchcase(name, ".*.tmp-*")
+
+
+def prepare_output(
+    path: Location,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    shard: tuple[int, int] = (0, 1),
+) -> Location:
     """Create (or re-open with ``resume``) a stage output directory; returns its location.
 
     A non-empty directory is refused unless ``resume`` (keep complete parts) or ``overwrite``
     (delete it first) is given, so a re-run never silently mixes old and new parts.
+
+    With ``shard=(i, n)``, ``n > 1`` (``--shard-index i --num-shards n``), several machines
+    share the directory: only shard *i*'s own files (parts whose index % n == i, their temp
+    files, ``manifest.shard-i-of-n.json``) count for the non-empty check, are deleted by
+    ``overwrite`` and cleaned up by ``resume``; other shards' files are left alone. A merged
+    ``manifest.json`` is removed: it is stale once any shard runs again.
     """
     loc = fs.location(path)
     found = fs.kind(loc)
     if found is not None and found != "dir":
         raise DatasetError(f"{loc}: output exists and is not a directory")
+    i, n = shard
+    if n > 1:
+        own = [name for name in fs.listdir(loc) if _own_name(name, shard)] if found else []
+        if own and overwrite:
+            for name in own:
+                fs.remove(fs.join(loc, name), missing_ok=True)
+        elif own and not resume:
+            raise DatasetError(
+                f"{loc}: shard {i} of {n} already has files here ({own[0]}, ...) "
+                "(use --resume to continue or --overwrite to replace this shard's files)"
+            )
+        fs.makedirs(loc)
+        fs.remove(fs.join(loc, MANIFEST), missing_ok=True)
+        if resume:
+            for name in own:
+                if _is_tmp(name) or name == shard_manifest_name(i, n):
+                    fs.remove(fs.join(loc, name), missing_ok=True)
+        return loc
     if found == "dir" and fs.listdir(loc):
         if overwrite:
             fs.empty_dir(loc)
@@ -96,7 +153,7 @@ def prepare_output(path: Location, *, resume: bool = False, overwrite: bool = Fa
         # The manifest describes a finished run; it is rewritten at the end of this one.
         fs.remove(fs.join(loc, MANIFEST), missing_ok=True)
         for name in fs.listdir(loc):
-            if fnmatch.fnmatchcase(name, ".*.tmp-*"):
+            if _is_tmp(name):
                 fs.remove(fs.join(loc, name))
     return loc
 
@@ -157,24 +214,49 @@ def _where(x: Any) -> str:
     return str(p.resolve()) if p.exists() else text
 
 
+def config_digest(config: Any) -> str:
+    """A short hash of a stage config without its run-only fields (output, workers, shard, ...):
+    shards of one dataset must agree on it."""
+    cfg = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
+    opts = {k: v for k, v in cfg.items() if k not in RUN_ONLY_FIELDS}
+    return hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def finish_output(
     out_dir: Location,
     stage: str,
     config: Any,
     inputs: Sequence[str],
     extra: dict[str, Any] | None = None,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    total_parts: int | None = None,
+    digest: str | None = None,
 ) -> dict[str, Any]:
-    """List the parts, hash them, sum their stats, and write ``manifest.json`` last."""
+    """List the parts, hash them, sum their stats, and write ``manifest.json`` last.
+
+    With ``shard=(i, n)``, ``n > 1``: only shard *i*'s parts (index % n == i) are listed, they
+    must be exactly the ones of ``total_parts`` units it owns, and the result goes to
+    ``manifest.shard-i-of-n.json``. Then, when all n shard manifests are there, they are merged
+    into ``manifest.json`` (see :func:`merge_shards`), which is returned; otherwise the shard
+    manifest is. ``digest`` (default :func:`config_digest`) is what the shards must agree on.
+    """
     out_dir = fs.location(out_dir)
+    i, n = shard
+    sharded = n > 1
+    if sharded and total_parts is None:
+        raise ValueError("finish_output: a shard needs total_parts")
     files, rows, stats = [], 0, []
     for name in fs.listdir(out_dir):
         if not fnmatch.fnmatchcase(name, "part-*.parquet"):
             continue
+        if sharded and not _own_name(name, shard):
+            continue
         p = fs.join(out_dir, name)
         filesystem, where = fs.split(p)
-        n = pq.read_metadata(where, filesystem=filesystem).num_rows
-        files.append({"name": name, "rows": n, "bytes": fs.size(p), "sha256": sha256_file(p)})
-        rows += n
+        rows_n = pq.read_metadata(where, filesystem=filesystem).num_rows
+        files.append({"name": name, "rows": rows_n, "bytes": fs.size(p), "sha256": sha256_file(p)})
+        rows += rows_n
         stats.append(read_part_stats(p))
     cfg = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
     manifest = {
@@ -190,11 +272,130 @@ def finish_output(
     }
     if extra:
         manifest.update(extra)
-    atomic_write_json(fs.join(out_dir, MANIFEST), manifest)
-    return manifest
+    if not sharded:
+        atomic_write_json(fs.join(out_dir, MANIFEST), manifest)
+        return manifest
+    assert total_parts is not None
+    expected = [part_name(k) for k in range(total_parts) if k % n == i]
+    found = [f["name"] for f in files]
+    if found != expected:
+        odd = sorted(set(found) ^ set(expected))
+        raise DatasetError(
+            f"{out_dir}: shard {i} of {n} should have {len(expected)} parts, found {len(found)} "
+            f"(differs at {', '.join(odd[:3])}); re-run it with --overwrite"
+        )
+    manifest["shard"] = {"index": i, "count": n}
+    manifest["total_parts"] = total_parts
+    manifest["config_digest"] = digest or config_digest(config)
+    atomic_write_json(fs.join(out_dir, shard_manifest_name(i, n)), manifest)
+    merged = merge_shards(out_dir, n)
+    return merged if merged is not None else manifest
+
+
+def finished_shards(out_dir: Location, count: int) -> list[int]:
+    """Indices of the shards of ``count`` whose shard manifest is in ``out_dir``."""
+    done = []
+    for name in fs.listdir(fs.location(out_dir)):
+        m = _SHARD_MANIFEST_RE.fullmatch(name)
+        if m and int(m.group(2)) == count and int(m.group(1)) < count:
+            done.append(int(m.group(1)))
+    return sorted(done)
+
+
+def merge_shards(out_dir: Location, count: int) -> dict[str, Any] | None:
+    """Write ``manifest.json`` from the ``count`` shard manifests once all are there.
+
+    Returns the merged manifest, or None while shards are missing. Shards that disagree on the
+    stage, the config digest or the number of parts raise a DatasetError naming the files.
+    Two shards finishing at once may both merge; they write the same content (but ``created``).
+    """
+    out_dir = fs.location(out_dir)
+    if len(finished_shards(out_dir, count)) < count:
+        return None
+    names = [shard_manifest_name(k, count) for k in range(count)]
+    shards = []
+    for name in names:
+        p = fs.join(out_dir, name)
+        try:
+            shards.append(json.loads(fs.read_bytes(p).decode("utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{p}: unreadable shard manifest ({exc})") from exc
+
+    def key(m: dict[str, Any]) -> tuple[Any, ...]:
+        return (m.get("stage"), m.get("config_digest"), m.get("total_parts"))
+
+    first = shards[0]
+    for name, m in zip(names[1:], shards[1:], strict=True):
+        if key(m) != key(first):
+            what = [
+                label
+                for label, a, b in zip(
+                    ("stage", "config", "number of parts"), key(first), key(m), strict=True
+                )
+                if a != b
+            ]
+            raise DatasetError(
+                f"{fs.join(out_dir, names[0])} and {fs.join(out_dir, name)}: shards made with "
+                f"a different {' and '.join(what)}; re-run the odd shard with the same options "
+                "and --overwrite"
+            )
+    files = sorted((f for m in shards for f in m["files"]), key=lambda f: f["name"])
+    if len(files) != first["total_parts"]:
+        raise DatasetError(
+            f"{out_dir}: the {count} shards hold {len(files)} parts, expected "
+            f"{first['total_parts']}"
+        )
+    merged = {k: v for k, v in first.items() if k != "shard"}
+    merged["config"] = {
+        k: v for k, v in first["config"].items() if k not in ("shard_index", "num_shards")
+    }
+    merged["num_shards"] = count
+    merged["files"] = files
+    merged["rows"] = sum(m["rows"] for m in shards)
+    merged["stats"] = merge_counts(m["stats"] for m in shards)
+    merged["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    atomic_write_json(fs.join(out_dir, MANIFEST), merged)
+    return merged
+
+
+def shard_figure(out_dir: Location, shard: tuple[int, int]) -> str | None:
+    """The stage summary's line on a sharded output: complete, or how many shards are missing."""
+    _, n = shard
+    if n <= 1:
+        return None
+    done = finished_shards(out_dir, n)
+    if len(done) == n and fs.kind(fs.join(fs.location(out_dir), MANIFEST)) == "file":
+        return f"complete: all {n} shards finished, {MANIFEST} written"
+    missing = [k for k in range(n) if k not in done]
+    return (
+        f"{len(done)} of {n} shards finished; {len(missing)} still missing "
+        f"(indices {', '.join(map(str, missing))})"
+    )
 
 
 # --------------------------------------------------------------------------- input side
+
+
+def _refuse_partial_shards(path: Location) -> None:
+    """Raise the "only k of n shards" error when ``path`` holds shard manifests only."""
+    counts: dict[int, set[int]] = {}
+    for name in fs.listdir(path):
+        m = _SHARD_MANIFEST_RE.fullmatch(name)
+        if m:
+            counts.setdefault(int(m.group(2)), set()).add(int(m.group(1)))
+    if not counts:
+        return
+    n, done = max(counts.items(), key=lambda kv: (len(kv[1]), kv[0]))
+    missing = [k for k in range(n) if k not in done]
+    if not missing:  # all there but never merged (a merge failed): say so
+        raise DatasetError(
+            f"{path}: all {n} shards are finished but {MANIFEST} is missing "
+            "(their merge failed; re-run one shard with --resume to see why)"
+        )
+    raise DatasetError(
+        f"{path}: only {len(done & set(range(n)))} of {n} shards are finished "
+        f"(missing shard indices {', '.join(map(str, missing))}); run the others"
+    )
 
 
 def read_manifest(path: Location, stage: str | Sequence[str] | None = None) -> dict[str, Any]:
@@ -207,6 +408,7 @@ def read_manifest(path: Location, stage: str | Sequence[str] | None = None) -> d
         raise DatasetError(f"{path}: expected a stage output directory, got a file")
     mpath = fs.join(path, MANIFEST)
     if fs.kind(mpath) != "file":
+        _refuse_partial_shards(path)
         raise DatasetError(
             f"{path}: no {MANIFEST}; the stage that writes it did not finish (re-run it, with --resume to continue)"
         )

@@ -397,7 +397,10 @@ def run(config: SegmentConfig) -> Summary:
     engine = resolve_engine(config.engine)
     user_dict = tuple(read_user_dict(config.user_dict)) if config.user_dict else ()
     spec = (engine, user_dict, config.hmm)
-    out = ds.prepare_output(config.output, resume=config.resume, overwrite=config.overwrite)
+    shard = (config.shard_index, config.num_shards)
+    out = ds.prepare_output(
+        config.output, resume=config.resume, overwrite=config.overwrite, shard=shard
+    )
 
     mine = ds.select_shard(parts, config.shard_index, config.num_shards)
     todo = [(i, p) for i, p in mine if not ds.part_complete(out, i)]
@@ -438,13 +441,17 @@ def run(config: SegmentConfig) -> Summary:
         ),
         "parts": len(parts),
     }
-    final = ds.finish_output(out, STAGE, cfg, [str(config.input)], extra=extra)
+    final = ds.finish_output(
+        out, STAGE, cfg, [str(config.input)], extra=extra, shard=shard, total_parts=len(parts)
+    )
     seconds = time.perf_counter() - t0
     mb = totals.get("bytes", 0) / 1e6
     stats = final.get("stats", {})
+    status = ds.shard_figure(out, shard)
     return Summary(
         STAGE,
         {
+            **({"dataset": status} if status else {}),
             "output": str(out),
             "engine": engine,
             "parts": len(mine),

@@ -710,7 +710,8 @@ def run(cfg: ShardsConfig) -> Summary:
     tok = open_vocab(cfg.vocab)
     if tok.vocab_size > np.iinfo(np.int32).max:
         raise InputError(f"{cfg.vocab}: --vocab: {tok.vocab_size} tokens do not fit int32 ids")
-    out = ds.prepare_output(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite)
+    shard = (cfg.shard_index, cfg.num_shards)
+    out = ds.prepare_output(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite, shard=shard)
     mine = ds.select_shard(parts, cfg.shard_index, cfg.num_shards)
     todo = [(i, p) for i, p in mine if not (cfg.resume and ds.part_complete(out, i))]
     config = cfg.model_dump(mode="json")
@@ -734,7 +735,15 @@ def run(cfg: ShardsConfig) -> Summary:
         "short_seq_prob": cfg.short_seq_prob,
         "seed": cfg.seed,
     }
-    manifest = ds.finish_output(out, STAGE, cfg, [str(cfg.input), str(cfg.vocab)], extra)
+    manifest = ds.finish_output(
+        out,
+        STAGE,
+        cfg,
+        [str(cfg.input), str(cfg.vocab)],
+        extra,
+        shard=shard,
+        total_parts=len(parts),
+    )
     st = manifest["stats"]
     seconds = time.perf_counter() - t0
     n = max(1, st.get("instances", 0))
@@ -754,6 +763,8 @@ def run(cfg: ShardsConfig) -> Summary:
         "seconds": round(seconds, 2),
         "text_mb_per_s": round(done_bytes / 1e6 / max(seconds, 1e-9), 2),
     }
+    if (status := ds.shard_figure(out, shard)) is not None:
+        figures["dataset"] = status
     if cfg.masking == "static":
         figures["masked_per_instance"] = round(st.get("masked_tokens", 0) / n, 2)
     return Summary(STAGE, figures)

@@ -269,7 +269,10 @@ def test_shards_process_disjoint_units(tmp_path: Path) -> None:
                 dedup=False,
             )
         )
-        names = [f["name"] for f in ds.read_manifest(out)["files"]]
+        # Separate directories: each holds one shard's manifest, never a merged manifest.json.
+        shard = json.loads((out / ds.shard_manifest_name(i, 2)).read_text(encoding="utf-8"))
+        assert not (out / ds.MANIFEST).exists()
+        names = [f["name"] for f in shard["files"]]
         assert all(int(n[5:10]) % 2 == i for n in names)
         parts += names
     assert sorted(parts) == [f["name"] for f in ds.read_manifest(tmp_path / "all")["files"]]

@@ -455,12 +455,11 @@ def test_resume_and_sharding(tmp_path, corpus) -> None:
     run(full)
     shard = _cfg(tmp_path, words, vocab, "sh", shard_index=1, num_shards=2)
     run(shard)
-    assert [p.name for p in ds.part_paths(tmp_path / "sh")] == [
-        "part-00001.parquet",
-        "part-00003.parquet",
-    ]
+    sh = json.loads((tmp_path / "sh" / ds.shard_manifest_name(1, 2)).read_text(encoding="utf-8"))
+    assert [f["name"] for f in sh["files"]] == ["part-00001.parquet", "part-00003.parquet"]
+    assert sh["shard"] == {"index": 1, "count": 2} and sh["total_parts"] == 4
     ref = {f["name"]: f["sha256"] for f in ds.read_manifest(tmp_path / "full")["files"]}
-    for f in ds.read_manifest(tmp_path / "sh")["files"]:
+    for f in sh["files"]:
         assert f["sha256"] == ref[f["name"]]
     # Interrupted run: part 1 missing, manifest gone; --resume redoes only part 1.
     out = tmp_path / "full"
