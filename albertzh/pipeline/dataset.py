@@ -9,6 +9,10 @@ the Parquet footer's key-value metadata under ``albertzh.stats``.
 
 A directory without ``manifest.json`` is incomplete, and :func:`read_manifest` refuses it.
 
+With ``--shard-index i --num-shards n`` several machines write into one directory: each shard
+writes its own parts and ``manifest.shard-i-of-n.json``, and whichever shard completes the set
+merges the n shard manifests into ``manifest.json`` (:func:`finish_output`, :func:`merge_shards`).
+
 Every directory and file argument is a location (:mod:`albertzh.pipeline.fs`): a local path, or
 a URL that pyarrow (or fsspec) can open, e.g. ``s3://bucket/docs`` or ``memory://docs``. On a
 URL, files are written under a temporary name and moved into place (see :func:`fs.commit`);
