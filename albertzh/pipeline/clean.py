@@ -270,16 +270,13 @@ class Cleaner:
         return text
 
 
-# Fields that change how a run goes, not what it writes; the rest must match to --resume.
-_RUN_ONLY = {"output", "workers", "resume", "overwrite", "shard_index", "num_shards"}
-
-
 def options_digest(cfg: CleanConfig, excluded: Excluded | None = None) -> str:
     """A short hash of the options that decide a part's content (kept in each part's stats).
 
+    Run-only fields (output, workers, shards, ...) change how a run goes, not what it writes;
     ``--exclude`` counts by what the files hold (the digest of their keys), not by their paths.
     """
-    opts = cfg.model_dump(mode="json", exclude=_RUN_ONLY | {"exclude"})
+    opts = cfg.model_dump(mode="json", exclude=set(ds.RUN_ONLY_FIELDS) | {"exclude"})
     if cfg.exclude:
         if excluded is None:
             raise ValueError("options_digest: --exclude is set, pass its Excluded")
