@@ -26,15 +26,7 @@ def _helpers():
 
 H = _helpers()
 root_cmd = typer.main.get_command(albertzh.cli.app)
-TINY = {
-    "vocab_size": 45,
-    "embedding_size": 16,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "max_position_embeddings": 64,
-}
+TINY = H.TINY_MODEL
 
 
 @pytest.fixture(scope="module")

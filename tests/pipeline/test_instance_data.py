@@ -34,6 +34,18 @@ def make_vocab(path: Path, n_chars: int = 40) -> Path:
     return path
 
 
+# A tiny ALBERT config for these instances: vocab_size = make_vocab()'s 5 specials + 40 chars.
+TINY_MODEL = {
+    "vocab_size": 45,
+    "embedding_size": 16,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+}
+
+
 def vocab_info(vocab_dir: Path) -> dict:
     data = (vocab_dir / "vocab.txt").read_bytes()
     size = len(data.decode("utf-8").splitlines())

@@ -19,19 +19,16 @@ from albertzh.pipeline import pretrain as pt
 from albertzh.pipeline import training as tr
 
 try:  # tests/pipeline is a plain directory (rootdir on sys.path) or a package
-    from test_instance_data import make_vocab, vocab_info, write_instances
+    from test_instance_data import TINY_MODEL, make_vocab, vocab_info, write_instances
 except ImportError:  # pragma: no cover
-    from tests.pipeline.test_instance_data import make_vocab, vocab_info, write_instances
+    from tests.pipeline.test_instance_data import (
+        TINY_MODEL,
+        make_vocab,
+        vocab_info,
+        write_instances,
+    )
 
-TINY = {
-    "vocab_size": 45,
-    "embedding_size": 16,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "max_position_embeddings": 64,
-}
+TINY = TINY_MODEL
 STEPS = 24
 
 # Runs pretrain in a child process with every optimizer step slowed down, so the test can

@@ -12,31 +12,20 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from albertzh.config import PathOrURL, StageConfig
 from albertzh.errors import DatasetError
 from albertzh.pipeline import dataset as ds
 from albertzh.pipeline import fs
-from tests.cli.conftest import one_error_line, root, runner
+from tests.cli.conftest import (
+    invoke,
+    invoke_json,
+    one_error_line,
+    write_corpus,
+)
 
 fsspec = pytest.importorskip("fsspec")
-
-SENTENCES = [
-    "今天天气很好，我们一起去公园散步。",
-    "北京是中国的首都，有着悠久的历史和灿烂的文化。",
-    "这家餐厅的菜很好吃，服务也很周到。",
-    "他每天早上六点起床，然后去跑步锻炼身体。",
-    "上海的夜景非常漂亮，吸引了很多游客。",
-    "我喜欢在周末看书和听音乐。",
-    "人工智能正在改变我们的生活方式。",
-    "这部电影的故事情节很感人，演员的表演也很出色。",
-    "学校图书馆里有很多有趣的书。",
-    "春天来了，花园里的花都开了。",
-    "我们应该保护环境，减少塑料的使用。",
-    "小明的数学成绩一直很好，老师经常表扬他。",
-]
 
 
 def _memory() -> object:
@@ -59,24 +48,8 @@ def clean_memory_fs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     assert not list(tmp_path.glob("*:*")), "a URL was written as a local path"
 
 
-def _corpus(path: Path, n_docs: int = 80) -> Path:
-    rng = np.random.default_rng(3)
-    docs = []
-    for _ in range(n_docs):
-        k = int(rng.integers(2, 6))
-        docs.append("".join(SENTENCES[int(i)] for i in rng.choice(len(SENTENCES), k)))
-    path.write_text("\n".join(docs) + "\n", encoding="utf-8")
-    return path
-
-
-def _invoke(*args: object):
-    return runner.invoke(root, [str(a) for a in args], env={"COLUMNS": "200"})
-
-
-def _ok(*args: object) -> dict:
-    r = _invoke(*args, "--json")
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
+def _corpus(path: Path) -> Path:
+    return write_corpus(path, n_docs=80, seed=3)
 
 
 def _chain(base: str, corpus: Path, vocab: Path, workers: int = 1) -> dict[str, str]:
@@ -84,10 +57,12 @@ def _chain(base: str, corpus: Path, vocab: Path, workers: int = 1) -> dict[str, 
     (a local directory or a URL); the vocab directory is local."""
     d = {name: f"{base}/{name}" for name in ("docs", "words", "shards")}
     w = ("--workers", workers)
-    _ok("clean", corpus, "-o", d["docs"], "--chunk-mb", "0.002", *w)
-    _ok("segment", d["docs"], "-o", d["words"], *w)
-    _ok("build-vocab", d["words"], "-o", vocab, "--wordpiece-size", "0")
-    _ok("make-shards", d["words"], "--vocab", vocab, "-o", d["shards"], "--max-seq-len", "32", *w)
+    invoke_json("clean", corpus, "-o", d["docs"], "--chunk-mb", "0.002", *w)
+    invoke_json("segment", d["docs"], "-o", d["words"], *w)
+    invoke_json("build-vocab", d["words"], "-o", vocab, "--wordpiece-size", "0")
+    invoke_json(
+        "make-shards", d["words"], "--vocab", vocab, "-o", d["shards"], "--max-seq-len", "32", *w
+    )
     return d
 
 
@@ -149,7 +124,7 @@ def test_resume_on_url_skips_complete_parts(local_run: dict, tmp_path: Path) -> 
         with pytest.raises(DatasetError, match=f"memory://r/{name}: no manifest.json"):
             ds.read_manifest(d[name])
         extra = ["--max-seq-len", "32"] if name == "shards" else []
-        s = _ok(*flags, "-o", d[name], "--resume", *extra)
+        s = invoke_json(*flags, "-o", d[name], "--resume", *extra)
         resumed = {
             "docs": lambda s: s["units_resumed"],
             "words": lambda s: s["parts_resumed"],
@@ -162,11 +137,11 @@ def test_resume_on_url_skips_complete_parts(local_run: dict, tmp_path: Path) -> 
 
 def test_non_empty_url_output_needs_resume_or_overwrite(local_run: dict) -> None:
     url = "memory://busy/docs"
-    _ok("clean", local_run["corpus"], "-o", url)
-    r = _invoke("clean", local_run["corpus"], "-o", url)
+    invoke_json("clean", local_run["corpus"], "-o", url)
+    r = invoke("clean", local_run["corpus"], "-o", url)
     one_error_line(r, url, "not empty", "--resume", "--overwrite")
     _memory().pipe("/busy/docs/part-00099.parquet", b"old")
-    _ok("clean", local_run["corpus"], "-o", url, "--overwrite")
+    invoke_json("clean", local_run["corpus"], "-o", url, "--overwrite")
     assert "/busy/docs/part-00099.parquet" not in _memory().store
     assert ds.read_manifest(url)["rows"] > 0
 
@@ -176,20 +151,20 @@ def test_incomplete_or_missing_url_dataset_is_refused(local_run: dict) -> None:
     mem.pipe("/half/words/part-00000.parquet", b"not parquet")
     with pytest.raises(DatasetError, match=r"memory://half/words: no manifest\.json"):
         ds.read_manifest("memory://half/words")
-    r = _invoke("make-shards", "memory://half/words", "--vocab", local_run["vocab"], "-o", "out")
+    r = invoke("make-shards", "memory://half/words", "--vocab", local_run["vocab"], "-o", "out")
     one_error_line(r, "memory://half/words: no manifest.json")
-    r = _invoke("segment", "memory://nothing/docs", "-o", "memory://nothing/words")
+    r = invoke("segment", "memory://nothing/docs", "-o", "memory://nothing/words")
     one_error_line(r, "memory://nothing/docs: no such directory")
     with pytest.raises(DatasetError, match="got a file"):
         ds.read_manifest("memory://half/words/part-00000.parquet")
 
 
 def test_unknown_scheme_is_one_error_line(local_run: dict) -> None:
-    r = _invoke("clean", local_run["corpus"], "-o", "nosuch://x/docs")
+    r = invoke("clean", local_run["corpus"], "-o", "nosuch://x/docs")
     one_error_line(r, "nosuch://x/docs", "cannot open this URL")
-    r = _invoke("segment", "nosuch://x/docs", "-o", "words")
+    r = invoke("segment", "nosuch://x/docs", "-o", "words")
     one_error_line(r, "nosuch://x/docs", "cannot open this URL")
-    r = _invoke("clean", "nosuch://x/in.txt", "-o", "docs")
+    r = invoke("clean", "nosuch://x/in.txt", "-o", "docs")
     one_error_line(r, "nosuch://x/in.txt", "cannot open this URL")
     with pytest.raises(DatasetError, match="nosuch://x: cannot open this URL"):
         fs.resolve("nosuch://x")
@@ -212,11 +187,11 @@ def test_url_fields_stay_intact() -> None:
     c = Cfg(where="s3://bucket/a/b", maybe="rel/dir")
     assert c.where == "s3://bucket/a/b" and c.maybe == Path("rel/dir")
     assert Cfg.model_validate_json(c.model_dump_json()) == c
-    r = _invoke("segment", "gs://b/docs", "-o", "s3://b/words", "--print-config")
+    r = invoke("segment", "gs://b/docs", "-o", "s3://b/words", "--print-config")
     assert r.exit_code == 0, r.output
     cfg = json.loads(r.stdout)
     assert cfg["input"] == "gs://b/docs" and cfg["output"] == "s3://b/words"
-    r = _invoke("pretrain", "--data", "memory://x/shards", "-o", "run", "--print-config")
+    r = invoke("pretrain", "--data", "memory://x/shards", "-o", "run", "--print-config")
     assert json.loads(r.stdout)["data"] == "memory://x/shards"
 
 
@@ -234,34 +209,24 @@ def test_location_helpers() -> None:
 
 def _pretrain_helpers():
     try:  # tests/pipeline is a plain directory (rootdir on sys.path) or a package
-        from test_instance_data import make_vocab, vocab_info, write_instances
+        import test_instance_data as helpers
     except ImportError:  # pragma: no cover
-        from tests.pipeline.test_instance_data import make_vocab, vocab_info, write_instances
-    return make_vocab, vocab_info, write_instances
-
-
-TINY = {
-    "vocab_size": 45,
-    "embedding_size": 16,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "max_position_embeddings": 64,
-}
+        from tests.pipeline import test_instance_data as helpers
+    return helpers
 
 
 def test_pretrain_and_eval_read_memory_shards(tmp_path: Path) -> None:
-    make_vocab, vocab_info, write_instances = _pretrain_helpers()
+    h = _pretrain_helpers()
+    make_vocab, vocab_info, write_instances = h.make_vocab, h.vocab_info, h.write_instances
     vocab = make_vocab(tmp_path / "vocab")
-    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    (tmp_path / "tiny.json").write_text(json.dumps(h.TINY_MODEL))
     url = "memory://pt/shards"
     for where in (tmp_path / "shards", url):
         write_instances(where, 48, vocab=vocab_info(vocab), vocab_dir=vocab, max_len=30)
     assert _parts(url) == _parts(str(tmp_path / "shards"))
 
     def pretrain(data: object, out: str) -> dict:
-        return _ok(
+        return invoke_json(
             "pretrain", "--data", data, "-o", tmp_path / out, "--model-config",
             tmp_path / "tiny.json", "--steps", "2", "--batch-size", "8", "--eval-data", data,
             "--eval-batches", "1", "--eval-every", "2", "--device", "cpu", "--seed", "1",
@@ -270,7 +235,7 @@ def test_pretrain_and_eval_read_memory_shards(tmp_path: Path) -> None:
     remote, local = pretrain(url, "remote"), pretrain(tmp_path / "shards", "local")
     assert remote["steps"] == 2 and remote["eval_last"] == local["eval_last"]
     assert remote["weights_sha256"] == local["weights_sha256"]
-    s = _ok(
+    s = invoke_json(
         "eval", "--model", tmp_path / "remote", "--shards", url, "--max-batches", "1",
         "--device", "cpu",
     )  # fmt: skip

@@ -11,46 +11,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from albertzh.pipeline import dataset as ds
 from albertzh.pipeline import fs
-from tests.cli.conftest import one_error_line, root, runner
+from tests.cli.conftest import (
+    SENTENCES,
+    invoke,
+    invoke_json,
+    one_error_line,
+    write_corpus,
+)
 
-SENTENCES = [
-    "今天天气很好，我们一起去公园散步。",
-    "北京是中国的首都，有着悠久的历史和灿烂的文化。",
-    "这家餐厅的菜很好吃，服务也很周到。",
-    "他每天早上六点起床，然后去跑步锻炼身体。",
-    "上海的夜景非常漂亮，吸引了很多游客。",
-    "我喜欢在周末看书和听音乐。",
-    "人工智能正在改变我们的生活方式。",
-    "这部电影的故事情节很感人，演员的表演也很出色。",
-    "学校图书馆里有很多有趣的书。",
-    "春天来了，花园里的花都开了。",
-]
 CLEAN = ("--chunk-mb", "0.002", "--no-dedup")
 
 
-def _corpus(path: Path, n_docs: int = 60) -> Path:
-    rng = np.random.default_rng(5)
-    docs = []
-    for _ in range(n_docs):
-        k = int(rng.integers(2, 6))
-        docs.append("".join(SENTENCES[int(i)] for i in rng.choice(len(SENTENCES), k)))
-    path.write_text("\n".join(docs) + "\n", encoding="utf-8")
-    return path
-
-
-def _invoke(*args: object):
-    return runner.invoke(root, [str(a) for a in args], env={"COLUMNS": "200"})
-
-
-def _ok(*args: object) -> dict:
-    r = _invoke(*args, "--json")
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
+def _corpus(path: Path) -> Path:
+    return write_corpus(path, n_docs=60, seed=5, sentences=SENTENCES[:10])
 
 
 def _shard(i: int, n: int = 2) -> tuple[str, ...]:
@@ -81,10 +58,10 @@ def ref(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The reference: one unsharded run of clean -> segment -> build-vocab -> make-shards."""
     d = tmp_path_factory.mktemp("ref")
     corpus = _corpus(d / "corpus.txt")
-    _ok("clean", corpus, "-o", d / "docs", *CLEAN)
-    _ok("segment", d / "docs", "-o", d / "words")
-    _ok("build-vocab", d / "words", "-o", d / "vocab", "--wordpiece-size", "0")
-    _ok(
+    invoke_json("clean", corpus, "-o", d / "docs", *CLEAN)
+    invoke_json("segment", d / "docs", "-o", d / "words")
+    invoke_json("build-vocab", d / "words", "-o", d / "vocab", "--wordpiece-size", "0")
+    invoke_json(
         "make-shards",
         d / "words",
         "--vocab",
@@ -103,15 +80,15 @@ def ref(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_clean_two_shards_into_one_dir(ref: dict, tmp_path: Path, order: tuple[int, int]) -> None:
     out = tmp_path / "docs"
     first, second = order
-    s = _ok("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(first))
+    s = invoke_json("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(first))
     assert s["dataset"] == (f"1 of 2 shards finished; 1 still missing (indices {second})"), s
     assert (out / ds.shard_manifest_name(first, 2)).is_file()
     assert not (out / ds.MANIFEST).exists()
     # The next stage refuses the half-finished dataset with one clear line.
-    r = _invoke("segment", out, "-o", tmp_path / "words")
+    r = invoke("segment", out, "-o", tmp_path / "words")
     one_error_line(r, "only 1 of 2 shards are finished", f"missing shard indices {second}")
 
-    s = _ok("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(second))
+    s = invoke_json("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(second))
     assert s["dataset"].startswith("complete"), s
     # The merged figures are the whole dataset's.
     assert s["rows_out"] == ds.read_manifest(ref["dir"] / "docs")["rows"]
@@ -119,7 +96,7 @@ def test_clean_two_shards_into_one_dir(ref: dict, tmp_path: Path, order: tuple[i
     merged = ds.read_manifest(out)
     assert merged["num_shards"] == 2 and merged["total_parts"] == len(merged["files"])
     assert merged["stats"]["rows_in"] == ds.read_manifest(ref["dir"] / "docs")["stats"]["rows_in"]
-    _ok("segment", out, "-o", tmp_path / "words")
+    invoke_json("segment", out, "-o", tmp_path / "words")
     assert _parts(tmp_path / "words") == ref["parts"]["words"]
 
 
@@ -127,7 +104,8 @@ def test_clean_shards_with_dedup_sum_up(ref: dict, tmp_path: Path) -> None:
     """With dedup each shard de-duplicates only its own units: the merged manifest sums them."""
     out = tmp_path / "docs"
     shards = [
-        _ok("clean", ref["corpus"], "-o", out, "--chunk-mb", "0.002", *_shard(i)) for i in (0, 1)
+        invoke_json("clean", ref["corpus"], "-o", out, "--chunk-mb", "0.002", *_shard(i))
+        for i in (0, 1)
     ]
     merged = ds.read_manifest(out)
     one = [json.loads((out / ds.shard_manifest_name(i, 2)).read_text()) for i in (0, 1)]
@@ -142,12 +120,12 @@ def test_segment_and_make_shards_as_shards(ref: dict, tmp_path: Path) -> None:
     docs = ref["dir"] / "docs"
     words = tmp_path / "words"
     for i in (1, 0):
-        _ok("segment", docs, "-o", words, *_shard(i))
+        invoke_json("segment", docs, "-o", words, *_shard(i))
     assert _parts(words) == ref["parts"]["words"]
     shards = tmp_path / "shards"
     flags = ("--vocab", ref["vocab"], "--max-seq-len", "32")
     for n, i in enumerate((0, 2, 1)):
-        s = _ok("make-shards", words, "-o", shards, *flags, *_shard(i, 3))
+        s = invoke_json("make-shards", words, "-o", shards, *flags, *_shard(i, 3))
         assert ("complete" in s["dataset"]) == (n == 2), s
     assert _parts(shards) == ref["parts"]["shards"]
 
@@ -155,24 +133,24 @@ def test_segment_and_make_shards_as_shards(ref: dict, tmp_path: Path) -> None:
 def test_overwrite_and_resume_touch_only_their_shard(ref: dict, tmp_path: Path) -> None:
     out = tmp_path / "docs"
     for i in (0, 1):
-        _ok("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(i))
+        invoke_json("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(i))
     shard0 = {
         p.name: p.stat().st_mtime_ns for p in out.glob("part-*") if int(p.name[5:10]) % 2 == 0
     }
     # Shard 1 again without a flag: refused, nothing deleted.
-    r = _invoke("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(1))
+    r = invoke("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(1))
     one_error_line(r, "shard 1 of 2 already has files here", "--overwrite")
     assert (out / ds.MANIFEST).is_file()
     # --overwrite replaces shard 1's files only.
-    _ok("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(1), "--overwrite")
+    invoke_json("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(1), "--overwrite")
     assert {n: (out / n).stat().st_mtime_ns for n in shard0} == shard0
     assert _parts(out) == ref["parts"]["docs"]
     # An interrupted shard 0 (one part lost): --resume redoes just that part and re-merges.
     lost = sorted(shard0)[-1]
     (out / lost).unlink()
-    r = _invoke("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(0))
+    r = invoke("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(0))
     one_error_line(r, "shard 0 of 2 already has files here")
-    s = _ok("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(0), "--resume")
+    s = invoke_json("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(0), "--resume")
     assert s["units_resumed"] == len(shard0) - 1 and s["dataset"].startswith("complete")
     assert {n: (out / n).stat().st_mtime_ns for n in shard0 if n != lost} == {
         n: t for n, t in shard0.items() if n != lost
@@ -184,7 +162,7 @@ def test_resume_drops_a_stale_merged_manifest(ref: dict, tmp_path: Path) -> None
     out = tmp_path / "words"
     docs = ref["dir"] / "docs"
     for i in (0, 1):
-        _ok("segment", docs, "-o", out, *_shard(i))
+        invoke_json("segment", docs, "-o", out, *_shard(i))
     assert (out / ds.MANIFEST).is_file()
     # A re-run of one shard makes the merged manifest stale: it goes until the shard finishes.
     (out / "part-00001.parquet").unlink()
@@ -192,38 +170,38 @@ def test_resume_drops_a_stale_merged_manifest(ref: dict, tmp_path: Path) -> None
     assert not (out / ds.MANIFEST).exists()
     assert not (out / ds.shard_manifest_name(1, 2)).exists()
     assert (out / ds.shard_manifest_name(0, 2)).exists()
-    r = _invoke("make-shards", out, "--vocab", ref["vocab"], "-o", tmp_path / "sh")
+    r = invoke("make-shards", out, "--vocab", ref["vocab"], "-o", tmp_path / "sh")
     one_error_line(r, "only 1 of 2 shards are finished", "missing shard indices 1")
-    _ok("segment", docs, "-o", out, *_shard(1), "--resume")
+    invoke_json("segment", docs, "-o", out, *_shard(1), "--resume")
     assert _parts(out) == ref["parts"]["words"]
 
 
 def test_shards_with_other_options_refuse_to_merge(ref: dict, tmp_path: Path) -> None:
     out = tmp_path / "docs"
-    _ok("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(0))
-    r = _invoke("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(1), "--min-chars", "3")
+    invoke_json("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(0))
+    r = invoke("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(1), "--min-chars", "3")
     line = one_error_line(
         r, ds.shard_manifest_name(0, 2), ds.shard_manifest_name(1, 2), "different config"
     )
     assert "--overwrite" in line
     assert not (out / ds.MANIFEST).exists()
     # The next stage says the merge failed rather than that shards are missing.
-    r = _invoke("segment", out, "-o", tmp_path / "words")
+    r = invoke("segment", out, "-o", tmp_path / "words")
     one_error_line(r, "all 2 shards are finished", "merge failed")
     # Redoing the odd shard with the same options repairs the dataset.
-    _ok("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(1), "--overwrite")
+    invoke_json("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(1), "--overwrite")
     assert _parts(out) == ref["parts"]["docs"]
 
 
 def test_shards_on_a_memory_url(ref: dict) -> None:
     docs, words = "memory://sharded/docs", "memory://sharded/words"
     for i in (1, 0):
-        _ok("clean", ref["corpus"], "-o", docs, *CLEAN, *_shard(i))
+        invoke_json("clean", ref["corpus"], "-o", docs, *CLEAN, *_shard(i))
     assert _parts(docs) == ref["parts"]["docs"]
-    _ok("segment", docs, "-o", words, *_shard(0))
-    r = _invoke("make-shards", words, "--vocab", ref["vocab"], "-o", "memory://sharded/sh")
+    invoke_json("segment", docs, "-o", words, *_shard(0))
+    r = invoke("make-shards", words, "--vocab", ref["vocab"], "-o", "memory://sharded/sh")
     one_error_line(r, "only 1 of 2 shards are finished", "missing shard indices 1")
-    _ok("segment", docs, "-o", words, *_shard(1))
+    invoke_json("segment", docs, "-o", words, *_shard(1))
     assert _parts(words) == ref["parts"]["words"]
     store = pytest.importorskip("fsspec").filesystem("memory").store
     assert not any(".tmp-" in k for k in store)
