@@ -69,31 +69,27 @@ class Unit:
 # albertzh.pipeline.fs); plain paths use the local disk.
 
 
-def _is_uri(name: str) -> bool:
-    return is_url(name)
-
-
 def _fs(name: str) -> tuple[Any, str]:
     return resolve(name, error=InputError)
 
 
 def _open(name: str) -> BinaryIO:
     """A seekable binary file for a local path or a URI."""
-    if _is_uri(name):
+    if is_url(name):
         fs, path = _fs(name)
         return io.BufferedReader(fs.open_input_file(path), buffer_size=1 << 20)  # type: ignore[arg-type]
     return open(name, "rb")
 
 
 def _size(name: str) -> int:
-    if _is_uri(name):
+    if is_url(name):
         fs, path = _fs(name)
         return fs.get_file_info(path).size
     return Path(name).stat().st_size
 
 
 def _parquet(name: str) -> pq.ParquetFile:
-    if _is_uri(name):
+    if is_url(name):
         fs, path = _fs(name)
         return pq.ParquetFile(fs.open_input_file(path))
     return pq.ParquetFile(name)
@@ -157,7 +153,7 @@ def discover(inputs: Iterable[str | Path], exclude: Path | None = None) -> list[
             seen_stdin = True
             found.append(InputFile(STDIN, "txt"))
             continue
-        if _is_uri(name):
+        if is_url(name):
             found.extend(_discover_uri(name))
             continue
         path = Path(name)
