@@ -7,7 +7,9 @@ Each command module exposes ``command`` (a click command built by :func:`stage_c
 from __future__ import annotations
 
 import importlib
+import logging
 import os
+import sys
 from typing import Any
 
 import click
@@ -102,4 +104,42 @@ def _root(
 
 def main(argv: Any = None) -> None:
     """Console-script entry point."""
-    app(args=argv, prog_name="albertzh")
+    try:
+        app(args=argv, prog_name="albertzh")
+    except SystemExit as exc:
+        if not _was_distributed():
+            raise
+        _exit_now(exc.code)
+    if _was_distributed():
+        _exit_now(0)
+
+
+def _was_distributed() -> bool:
+    training = sys.modules.get("albertzh.pipeline.training")
+    return bool(getattr(training, "PROCESS_GROUP_DESTROYED", False))
+
+
+def _exit_now(code: Any) -> None:
+    """End a torchrun worker without the normal interpreter shutdown.
+
+    After ``destroy_process_group`` every output is written and every rank has passed the final
+    barrier, yet gloo's C++ objects are sometimes torn down at interpreter exit with a thread
+    still joinable, and the worker dies with "terminate called without an active exception"
+    (SIGABRT; measured at about 1.5% of 2-process CPU runs with torch 2.13). torchrun then
+    reports the whole finished run as failed. Skipping the shutdown avoids that; the streams are
+    flushed first, and the exit status is the one the command chose.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message") prints the message and exits with 1
+        print(code, file=sys.stderr)
+        status = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            status = status or 1
+    os._exit(status)

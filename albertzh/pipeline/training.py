@@ -198,9 +198,16 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local_rank, dev, rank == 0)
 
 
+# Set once this process has torn down a process group; the CLI then ends the process with
+# os._exit (see albertzh.cli.main) instead of a normal interpreter shutdown.
+PROCESS_GROUP_DESTROYED = False
+
+
 def cleanup_distributed() -> None:
+    global PROCESS_GROUP_DESTROYED
     if tdist.is_available() and tdist.is_initialized():
         tdist.destroy_process_group()
+        PROCESS_GROUP_DESTROYED = True
 
 
 def _dist_on() -> bool:
