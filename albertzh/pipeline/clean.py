@@ -45,7 +45,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -62,7 +62,7 @@ from albertzh.errors import ConfigError, DatasetError, InputError
 from albertzh.pipeline import dataset as ds
 from albertzh.pipeline import fs
 from albertzh.pipeline import textrules as tr
-from albertzh.pipeline.sources import STDIN, Unit, discover, plan_units, read_unit
+from albertzh.pipeline.sources import STDIN, InputFile, Unit, discover, plan_units, read_unit
 
 STAGE = "clean"
 DOCS_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.string()), ("source", pa.string())])
@@ -270,13 +270,22 @@ class Cleaner:
         return text
 
 
-def options_digest(cfg: CleanConfig, excluded: Excluded | None = None) -> str:
-    """A short hash of the options that decide a part's content (kept in each part's stats).
+def options_digest(
+    cfg: CleanConfig, files: Sequence[InputFile], excluded: Excluded | None = None
+) -> str:
+    """A short hash of the options and inputs that decide the parts (kept in each part's stats;
+    shards of one output must agree on it).
 
-    Run-only fields (output, workers, shards, ...) change how a run goes, not what it writes;
-    ``--exclude`` counts by what the files hold (the digest of their keys), not by their paths.
+    Run-only fields (output, workers, shards, ...) change how a run goes, not what it writes.
+    Inputs count by what they are — each file's name, format and size, in order — not by the
+    paths given, so machines that mount the corpus at different places agree; ``--exclude``
+    counts by the digest of the excluded keys.
     """
-    opts = cfg.model_dump(mode="json", exclude=set(ds.RUN_ONLY_FIELDS) | {"exclude"})
+    opts = cfg.model_dump(mode="json", exclude=set(ds.RUN_ONLY_FIELDS) | {"exclude", "inputs"})
+    opts["inputs"] = [
+        [fs.name_of(f.path), f.fmt, f.gz, None if f.path == STDIN else fs.size(f.path)]
+        for f in files
+    ]
     if cfg.exclude:
         if excluded is None:
             raise ValueError("options_digest: --exclude is set, pass its Excluded")
@@ -695,7 +704,7 @@ def run(config: CleanConfig) -> Summary:
     )
     excluded = Excluded.load(config)  # bad --exclude files stop here, before the output exists
     dedup = Deduper(config, excluded)
-    digest = options_digest(config, excluded)
+    digest = options_digest(config, files, excluded)
     shard = (config.shard_index, config.num_shards)
     out = ds.prepare_output(
         config.output, resume=config.resume, overwrite=config.overwrite, shard=shard

@@ -26,7 +26,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -218,12 +218,26 @@ def _where(x: Any) -> str:
     return str(p.resolve()) if p.exists() else text
 
 
-def config_digest(config: Any) -> str:
+def config_digest(config: Any, identities: Mapping[str, Any] | None = None) -> str:
     """A short hash of a stage config without its run-only fields (output, workers, shard, ...):
-    shards of one dataset must agree on it."""
+    shards of one dataset must agree on it.
+
+    ``identities`` replaces the values of fields that name inputs by what those inputs hold
+    (e.g. :func:`dataset_identity`), so machines that mount the same data at different paths,
+    or read it through a URL, still agree.
+    """
     cfg = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
     opts = {k: v for k, v in cfg.items() if k not in RUN_ONLY_FIELDS}
+    opts.update(identities or {})
     return hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def dataset_identity(manifest: Mapping[str, Any]) -> str:
+    """What a dataset holds, wherever it lives: a hash of its stage and its parts' names and
+    sha256 (from its manifest)."""
+    files = sorted((f["name"], f["sha256"]) for f in manifest.get("files", []))
+    raw = json.dumps([manifest.get("stage"), files])
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
 def finish_output(
@@ -334,14 +348,17 @@ def merge_shards(out_dir: Location, count: int) -> dict[str, Any] | None:
             what = [
                 label
                 for label, a, b in zip(
-                    ("stage", "config", "number of parts"), key(first), key(m), strict=True
+                    ("stage", "config or inputs", "number of parts"),
+                    key(first),
+                    key(m),
+                    strict=True,
                 )
                 if a != b
             ]
             raise DatasetError(
                 f"{fs.join(out_dir, names[0])} and {fs.join(out_dir, name)}: shards made with "
                 f"a different {' and '.join(what)}; re-run the odd shard with the same options "
-                "and --overwrite"
+                "and inputs and --overwrite"
             )
     files = sorted((f for m in shards for f in m["files"]), key=lambda f: f["name"])
     if len(files) != first["total_parts"]:

@@ -441,8 +441,20 @@ def run(config: SegmentConfig) -> Summary:
         ),
         "parts": len(parts),
     }
+    # Shards agree on what the input and user dict hold, not on the paths they were given.
+    identities = {
+        "input": ds.dataset_identity(manifest),
+        "user_dict": extra["user_dict"]["sha256"] if extra["user_dict"] else None,
+    }
     final = ds.finish_output(
-        out, STAGE, cfg, [str(config.input)], extra=extra, shard=shard, total_parts=len(parts)
+        out,
+        STAGE,
+        cfg,
+        [str(config.input)],
+        extra=extra,
+        shard=shard,
+        total_parts=len(parts),
+        digest=ds.config_digest(cfg, identities),
     )
     seconds = time.perf_counter() - t0
     mb = totals.get("bytes", 0) / 1e6

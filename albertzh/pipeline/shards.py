@@ -706,7 +706,7 @@ def run(cfg: ShardsConfig) -> Summary:
     # Arrow's default allocator (mimalloc) keeps freed pages, so peak RSS would grow with the
     # size of the parts read; the system allocator returns them (same speed here).
     pa.set_memory_pool(pa.system_memory_pool())
-    _, parts = _check_input(cfg)
+    manifest_in, parts = _check_input(cfg)
     tok = open_vocab(cfg.vocab)
     if tok.vocab_size > np.iinfo(np.int32).max:
         raise InputError(f"{cfg.vocab}: --vocab: {tok.vocab_size} tokens do not fit int32 ids")
@@ -743,6 +743,10 @@ def run(cfg: ShardsConfig) -> Summary:
         extra,
         shard=shard,
         total_parts=len(parts),
+        # Shards agree on what the words and vocab hold, not on the paths they were given.
+        digest=ds.config_digest(
+            cfg, {"input": ds.dataset_identity(manifest_in), "vocab": tok.hash}
+        ),
     )
     st = manifest["stats"]
     seconds = time.perf_counter() - t0

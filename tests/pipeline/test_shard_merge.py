@@ -9,8 +9,10 @@ and make-shards: their per-part output does not depend on sharding).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from albertzh.pipeline import dataset as ds
@@ -40,6 +42,14 @@ def _parts(where: str | Path) -> dict[str, bytes]:
     return {fs.name_of(p): fs.read_bytes(p) for p in ds.part_paths(where, manifest)} | {
         "(files)": json.dumps(manifest["files"]).encode()
     }
+
+
+def _column(where: str | Path, name: str) -> list:
+    return [v for p in ds.part_paths(where) for v in pq.read_table(p).column(name).to_pylist()]
+
+
+def _texts(where: str | Path) -> list[tuple[str, str]]:
+    return list(zip(_column(where, "doc_id"), _column(where, "text"), strict=True))
 
 
 @pytest.fixture(autouse=True)
@@ -191,6 +201,41 @@ def test_shards_with_other_options_refuse_to_merge(ref: dict, tmp_path: Path) ->
     # Redoing the odd shard with the same options repairs the dataset.
     invoke_json("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(1), "--overwrite")
     assert _parts(out) == ref["parts"]["docs"]
+
+
+def test_shards_agree_on_content_not_on_paths(ref: dict, tmp_path: Path) -> None:
+    """Machines that mount the inputs at different places (or read them by URL) still merge:
+    shards compare what the corpus, the input dataset and the vocab hold, not their paths."""
+    elsewhere = tmp_path / "mnt"
+    shutil.copytree(ref["dir"], elsewhere)
+    corpora = (ref["corpus"], elsewhere / "corpus.txt")
+    docs = tmp_path / "docs"
+    for i in (0, 1):
+        invoke_json("clean", corpora[i], "-o", docs, *CLEAN, *_shard(i))
+    # Same documents; only the provenance column says which path each machine read.
+    assert _texts(docs) == _texts(ref["dir"] / "docs")
+    assert {s for s in _column(docs, "source")} == {str(c) for c in corpora}
+    words = tmp_path / "words"
+    inputs = (ref["dir"] / "docs", (elsewhere / "docs").as_uri())
+    for i in (1, 0):
+        invoke_json("segment", inputs[i], "-o", words, *_shard(i))
+    assert _parts(words) == ref["parts"]["words"]
+    shards = tmp_path / "shards"
+    vocabs = (ref["vocab"], elsewhere / "vocab")
+    for i in (0, 1):
+        flags = ("--vocab", vocabs[i], "--max-seq-len", "32")
+        invoke_json("make-shards", words, "-o", shards, *flags, *_shard(i))
+    assert _parts(shards) == ref["parts"]["shards"]
+
+    # A corpus that is not the same (one more line) refuses to merge, naming both shards.
+    other = tmp_path / "other" / "corpus.txt"
+    other.parent.mkdir()
+    other.write_text(ref["corpus"].read_text(encoding="utf-8") + "又一行新的文本内容。\n")
+    out = tmp_path / "docs2"
+    invoke_json("clean", ref["corpus"], "-o", out, *CLEAN, *_shard(0))
+    r = invoke("clean", other, "-o", out, *CLEAN, *_shard(1))
+    one_error_line(r, ds.shard_manifest_name(0, 2), ds.shard_manifest_name(1, 2))
+    assert not (out / ds.MANIFEST).exists()
 
 
 def test_shards_on_a_memory_url(ref: dict) -> None:
