@@ -48,6 +48,8 @@ def user_errors() -> Iterator[None]:
     except AlbertzhError as exc:
         if DEBUG["on"]:
             raise
+        if getattr(exc, "shared_from", None) is not None:  # another DDP rank already prints it
+            raise typer.Exit(2) from None
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         raise fail("interrupted", code=130) from None

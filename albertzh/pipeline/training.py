@@ -228,6 +228,28 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def raise_together(error: BaseException | None) -> None:
+    """Under DDP: if any rank hit an error, every rank raises it (the lowest rank's), so all
+    ranks stop together with one message instead of the others waiting at their next
+    collective for a peer that is gone. Copies raised on other ranks carry ``shared_from``
+    (the rank it came from), so the CLI prints the message once. A no-op in one process."""
+    if not _dist_on():
+        if error is not None:
+            raise error
+        return
+    errors = all_gather_objects(error)
+    rank = tdist.get_rank()
+    origin = next((r for r, e in enumerate(errors) if e is not None), None)
+    if origin is None:
+        return
+    if origin == rank:
+        assert error is not None
+        raise error
+    shared = errors[origin]
+    shared.shared_from = origin
+    raise shared
+
+
 def any_rank(flag: bool) -> bool:
     """True when ``flag`` is set on any rank (so all ranks stop together)."""
     if not _dist_on():
@@ -342,16 +364,22 @@ def prepare_run_dir(
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{path}: run directory exists and is not a directory")
-    if is_main:
-        if path.exists() and any(path.iterdir()):
-            if overwrite:
-                shutil.rmtree(path)
-            elif not resume:
-                raise InputError(
-                    f"{path}: run directory is not empty (use --resume to continue or --overwrite to replace it)"
-                )
-        path.mkdir(parents=True, exist_ok=True)
-    barrier()
+    error = None
+    if is_main:  # one rank decides; under DDP all ranks then raise its error (or go on) together
+        try:
+            if path.exists() and any(path.iterdir()):
+                if overwrite:
+                    shutil.rmtree(path)
+                elif not resume:
+                    raise InputError(
+                        f"{path}: run directory is not empty (use --resume to continue or --overwrite to replace it)"
+                    )
+            path.mkdir(parents=True, exist_ok=True)
+        except (InputError, OSError) as exc:
+            error = (
+                exc if isinstance(exc, InputError) else InputError(f"{path}: {exc.strerror or exc}")
+            )
+    raise_together(error)
     return path
 
 

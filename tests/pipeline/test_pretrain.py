@@ -233,6 +233,18 @@ def test_two_process_gloo_ddp(inputs: dict[str, Path], tmp_path: Path) -> None:
     assert r0["batch"] == r1["batch"] == 4
     assert s["eval_last"]["instances"] == 20  # eval is split over ranks and summed
 
+    # Again into the now non-empty run dir: rank 0 refuses, and rank 1 stops with it (exit 2
+    # on both) instead of dying at its next collective with a gloo traceback.
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode != 0 and not r.stdout.strip()
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert errors == [
+        f"error: {out}: run directory is not empty (use --resume to continue or --overwrite to replace it)"
+    ], r.stderr[-3000:]
+    # (torchrun may stop the second rank with SIGTERM once the first one has exited)
+    assert "exitcode  : 2" in r.stderr and "[rank1]" not in r.stderr, r.stderr[-3000:]
+    assert pt.weights_digest(AlbertForPretraining.from_pretrained(out)) == s["weights_sha256"]
+
 
 def test_run_dir_loads_in_transformers_with_same_predictions(baseline: dict) -> None:
     transformers = pytest.importorskip("transformers")
