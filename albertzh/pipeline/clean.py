@@ -23,8 +23,9 @@ How it runs:
 4. **Resume.** ``--resume`` keeps every complete part. The seen-hash set (and LSH index) is
    rebuilt by re-hashing the text of those kept parts as the in-order pass reaches them, so a
    resumed run drops exactly the duplicates a single run would. Each part's footer holds a
-   digest of the options that shape it (for ``--exclude``, the digest of the excluded keys,
-   not the file paths); parts written with other options are refused before any work starts.
+   digest of the options and inputs that shape it (inputs by name, format and size; for
+   ``--exclude``, the digest of the excluded keys — never paths); parts written with other
+   options or inputs are refused before any work starts.
    The manifest is written last.
 
 Staging files live in ``<output>/.staging-clean/`` (in a local temporary directory when the
