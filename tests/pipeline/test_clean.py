@@ -251,6 +251,18 @@ def test_resume_refuses_parts_made_with_other_options(tmp_path: Path) -> None:
     # Refused before any work: no new part mixed in.
     assert not (out / "part-00000.parquet").exists()
     assert sorted(p.stat().st_mtime_ns for p in out.glob("part-*")) == before
+    # The same corpus at another path resumes (inputs count by name, format and size) ...
+    moved = tmp_path / "elsewhere" / src.name
+    moved.parent.mkdir()
+    moved.write_bytes(src.read_bytes())
+    run(cfg.model_copy(update={"resume": True, "inputs": [str(moved)]}))
+    # ... a corpus that has grown since does not.
+    (out / "manifest.json").unlink()
+    (out / "part-00000.parquet").unlink()
+    with moved.open("a", encoding="utf-8") as f:
+        f.write("又一篇新的文档，内容完全不同。\n")
+    with pytest.raises(DatasetError, match=r"other clean options or inputs"):
+        run(cfg.model_copy(update={"resume": True, "inputs": [str(moved)]}))
 
 
 def test_shards_process_disjoint_units(tmp_path: Path) -> None:
