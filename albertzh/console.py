@@ -70,6 +70,12 @@ def print_summary(summary: Summary, as_json: bool = False) -> None:
     out_console.print(table)
 
 
+def print_error(message: str) -> None:
+    """The one red ``error:`` line on stderr that every user error ends with."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.file.flush()
+
+
 def interactive() -> bool:
     """True when progress bars should be drawn (stderr is a terminal)."""
     return err_console.is_terminal

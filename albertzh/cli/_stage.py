@@ -20,10 +20,9 @@ from typing import Any, Literal, Optional, Union
 
 import typer
 from pydantic.fields import FieldInfo
-from rich.markup import escape
 
 from albertzh.config import StageConfig, build_config
-from albertzh.console import Summary, err_console, print_summary
+from albertzh.console import Summary, print_error, print_summary
 from albertzh.errors import AlbertzhError
 
 DEBUG = {"on": False}
@@ -31,7 +30,7 @@ DEBUG = {"on": False}
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one red error line on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    print_error(message)
     return typer.Exit(code)
 
 
@@ -48,7 +47,7 @@ def user_errors() -> Iterator[None]:
     except AlbertzhError as exc:
         if DEBUG["on"]:
             raise
-        if getattr(exc, "shared_from", None) is not None:  # another DDP rank already prints it
+        if getattr(exc, "reported", False):  # printed already (by the DDP rank it came from)
             raise typer.Exit(2) from None
         raise fail(str(exc)) from None
     except KeyboardInterrupt:

@@ -68,7 +68,8 @@ import torch.distributed as tdist
 from pydantic import Field, model_validator
 
 from albertzh.config import StageConfig
-from albertzh.errors import ConfigError, InputError
+from albertzh.console import print_error
+from albertzh.errors import AlbertzhError, ConfigError, InputError
 
 CHECKPOINTS = "checkpoints"
 STATE_DIR = "state"
@@ -231,12 +232,19 @@ def all_gather_objects(obj: Any) -> list[Any]:
 def raise_together(error: BaseException | None) -> None:
     """Under DDP: if any rank hit an error, every rank raises it (the lowest rank's), so all
     ranks stop together with one message instead of the others waiting at their next
-    collective for a peer that is gone. Copies raised on other ranks carry ``shared_from``
-    (the rank it came from), so the CLI prints the message once. A no-op in one process."""
+    collective for a peer that is gone. Raises ``error`` itself in one process.
+
+    A user error is printed by its own rank *before* the ranks meet — once one rank exits,
+    torchrun stops the others, which could otherwise kill the rank that was about to say why —
+    and every copy is marked ``reported`` so that the CLI does not print it again.
+    """
     if not _dist_on():
         if error is not None:
             raise error
         return
+    if isinstance(error, AlbertzhError):
+        print_error(str(error))
+        error.reported = True
     errors = all_gather_objects(error)
     rank = tdist.get_rank()
     origin = next((r for r, e in enumerate(errors) if e is not None), None)
@@ -246,7 +254,8 @@ def raise_together(error: BaseException | None) -> None:
         assert error is not None
         raise error
     shared = errors[origin]
-    shared.shared_from = origin
+    if isinstance(shared, AlbertzhError):
+        shared.reported = True
     raise shared
 
 
