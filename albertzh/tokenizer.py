@@ -221,7 +221,7 @@ class Tokenizer:
 
     def save(self, directory: Path) -> Path:
         """Write the tokenizer files (+ ``vocab.json``) into ``directory`` (atomically per file)."""
-        from albertzh.pipeline.dataset import atomic_write_bytes, atomic_write_json
+        from albertzh.data.dataset import atomic_write_bytes, atomic_write_json
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from albertzh import export as ex
+from albertzh.model import onnx as ex
 from albertzh.model import AlbertConfig, AlbertForSequenceClassification
 
 

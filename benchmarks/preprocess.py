@@ -10,7 +10,7 @@ on the corpus and on a ``--scale``x larger copy of it (copy k >= 1 of every docu
 - the RSS ratio large/small (target: within 0.8-1.2, i.e. memory stays flat);
 - the whole pipeline's throughput against bare ``jieba.lcut`` over the same lines, timed in the
   same run in its own process (dictionary loading excluded, which favours jieba; target >= 2x);
-- the batched masking of :mod:`albertzh.pipeline.masking` against an albert-style per-sequence
+- the batched masking of :mod:`albertzh.data.masking` against an albert-style per-sequence
   Python loop (``--masking-only`` runs just this part).
 
 Usage::
@@ -225,7 +225,7 @@ def bench_masking(batches: int = 20, batch_size: int = 64, seq_len: int = 128) -
     baseline (CPU time, as wall time swings with the load of a shared machine)."""
     import numpy as np
 
-    from albertzh.pipeline.masking import MaskingOptions, mask_batch
+    from albertzh.data.masking import MaskingOptions, mask_batch
 
     rng = np.random.default_rng(0)
     specials = {0, 1, 2, 3, 4}

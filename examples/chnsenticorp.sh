@@ -26,7 +26,7 @@ mkdir -p "$W"
 #    (one paragraph per line) so it reads like raw text.
 python -c '
 import sys
-from albertzh.pipeline.demo_data import strip_pos_tags
+from albertzh.data.demo_data import strip_pos_tags
 with open(sys.argv[1], encoding="utf-8") as src, open(sys.argv[2], "w", encoding="utf-8") as out:
     for line in src:
         if text := strip_pos_tags(line):

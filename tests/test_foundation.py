@@ -16,8 +16,8 @@ from albertzh.cli import app
 from albertzh.cli._stage import stage_command
 from albertzh.config import StageConfig, build_config
 from albertzh.console import Summary
+from albertzh.data import dataset as ds
 from albertzh.errors import ConfigError, DatasetError, InputError
-from albertzh.pipeline import dataset as ds
 
 
 class ToyConfig(StageConfig):

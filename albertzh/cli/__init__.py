@@ -115,7 +115,7 @@ def main(argv: Any = None) -> None:
 
 
 def _was_distributed() -> bool:
-    training = sys.modules.get("albertzh.pipeline.training")
+    training = sys.modules.get("albertzh.train.loop")
     return bool(getattr(training, "PROCESS_GROUP_DESTROYED", False))
 
 

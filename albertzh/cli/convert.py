@@ -26,7 +26,7 @@ EPILOG = (
 
 
 def _help(field: str) -> str:
-    from albertzh.model.convert import ConvertConfig
+    from albertzh.pipeline.convert import ConvertConfig
 
     info = ConvertConfig.model_fields[field]
     default = info.get_default() if not info.is_required() else None
@@ -81,7 +81,7 @@ def convert(
         False, "--json", help="Print the summary as one JSON object on stdout."
     ),
 ) -> None:
-    from albertzh.model.convert import ConvertConfig, run
+    from albertzh.pipeline.convert import ConvertConfig, run
 
     given = {
         "source": source,

@@ -1,7 +1,7 @@
 """``albertzh export``: a model directory to ONNX (optionally int8)."""
 
 from albertzh.cli._stage import stage_command
-from albertzh.export import ExportConfig, run
+from albertzh.pipeline.export import ExportConfig, run
 
 command = stage_command(
     "export",

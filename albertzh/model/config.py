@@ -98,7 +98,7 @@ class AlbertConfig(BaseModel):
     bos_token_id: int | None = Field(2, description="HF field, kept for round trips.")
     eos_token_id: int | list[int] | None = Field(3, description="HF field, kept for round trips.")
     tie_word_embeddings: bool = Field(True, description="MLM decoder shares the word embeddings.")
-    # brightmart's albert_zh checkpoints (see albertzh.model.convert); not HF fields, so they are
+    # brightmart's albert_zh checkpoints (see albertzh.pipeline.convert); not HF fields, so they are
     # written to config.json only when not at their defaults.
     embedding_layout: Literal["google", "brightmart"] = Field(
         "google",

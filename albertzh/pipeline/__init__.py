@@ -1,1 +1,1 @@
-"""The pipeline stages (one module each) and the plumbing they share."""
+"""The pipeline stages, one module per command: its ``Config`` and ``run()``."""

@@ -3,11 +3,11 @@
 How it runs:
 
 1. **Plan.** The inputs are discovered and split into work units of about ``--chunk-mb``
-   (:mod:`albertzh.pipeline.sources`). Part *i* of the output is unit *i*, whatever
+   (:mod:`albertzh.data.sources`). Part *i* of the output is unit *i*, whatever
    ``--workers``; ``doc_id`` is ``<unit>-<row>`` (the row counts every document the unit
    read, kept or not, so ids do not move when a filter changes).
 2. **Clean, in parallel.** Each worker streams one unit through the rules of
-   :mod:`albertzh.pipeline.textrules` (normalize -> split sentences -> filters) and writes the
+   :mod:`albertzh.data.textrules` (normalize -> split sentences -> filters) and writes the
    kept documents with their xxhash64 (and, with ``--near-dup``, MinHash signature) to a
    staging Arrow file, in batches, so memory stays bounded by a batch.
 3. **De-duplicate, in order.** The main process takes the units in input order. For each one
@@ -59,11 +59,11 @@ from pydantic import Field, model_validator
 
 from albertzh.config import CorpusStageConfig
 from albertzh.console import Summary, progress
+from albertzh.data import dataset as ds
+from albertzh.data import fs
+from albertzh.data import textrules as tr
+from albertzh.data.sources import STDIN, InputFile, Unit, discover, plan_units, read_unit
 from albertzh.errors import ConfigError, DatasetError, InputError
-from albertzh.pipeline import dataset as ds
-from albertzh.pipeline import fs
-from albertzh.pipeline import textrules as tr
-from albertzh.pipeline.sources import STDIN, InputFile, Unit, discover, plan_units, read_unit
 
 STAGE = "clean"
 DOCS_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.string()), ("source", pa.string())])

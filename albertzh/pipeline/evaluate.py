@@ -19,8 +19,8 @@ from pydantic import Field, model_validator
 
 from albertzh.config import PathOrURL, StageConfig
 from albertzh.console import Summary, progress
+from albertzh.data import tasks as T
 from albertzh.errors import ConfigError
-from albertzh.pipeline import tasks as T
 
 
 class EvalConfig(StageConfig):
@@ -110,7 +110,7 @@ def _task_for_model(
 
 
 def run_task(cfg: EvalConfig) -> EvalSummary:
-    from albertzh.pipeline.predict import load_classifier
+    from albertzh.train.inference import load_classifier
 
     t0 = time.perf_counter()
     clf = load_classifier(
@@ -149,9 +149,9 @@ def run_task(cfg: EvalConfig) -> EvalSummary:
 
 def run_shards(cfg: EvalConfig) -> Summary:
     from albertzh.model import AlbertForPretraining
-    from albertzh.pipeline.pretrain import evaluate_pretraining
-    from albertzh.pipeline.training import resolve_device, resolve_precision
+    from albertzh.train.pretraining import evaluate_pretraining
     from albertzh.tokenizer import load_tokenizer
+    from albertzh.train.loop import resolve_device, resolve_precision
 
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)

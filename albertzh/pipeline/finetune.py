@@ -1,6 +1,6 @@
 """``finetune``: train a classification head (and the encoder) on a task, keep the best epoch.
 
-setup -> loop -> save, on the shared plumbing of :mod:`albertzh.pipeline.training`:
+setup -> loop -> save, on the shared plumbing of :mod:`albertzh.train.loop`:
 
 - setup: read train/dev with the task registry (labels of a generic task come from train),
   tokenize once, load the model dir with a fresh ``classifier`` head (or random weights with
@@ -25,10 +25,10 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from albertzh.console import Summary, err_console, progress
+from albertzh.data import tasks as T
+from albertzh.data.dataset import atomic_write_json
 from albertzh.errors import ConfigError, InputError, ModelDirError
-from albertzh.pipeline import tasks as T
-from albertzh.pipeline.dataset import atomic_write_json
-from albertzh.pipeline.training import TrainConfig
+from albertzh.train.loop import TrainConfig
 
 BEST_DIR = "best"
 METRICS_JSON = "metrics.json"
@@ -195,8 +195,8 @@ def evaluate_dev(
     world: int = 1,
 ) -> dict[str, Any]:
     """Dev metrics; under DDP each rank scores every world-th row and the logits are gathered."""
-    from albertzh.pipeline.predict import predict_logits
-    from albertzh.pipeline.training import all_gather_objects, unwrap_model
+    from albertzh.train.inference import predict_logits
+    from albertzh.train.loop import all_gather_objects, unwrap_model
 
     bare = unwrap_model(model)
     idx = list(range(rank, len(encoded), world))
@@ -220,9 +220,9 @@ def run(cfg: FinetuneConfig) -> Summary:
     import torch
 
     from albertzh.model import AlbertForSequenceClassification
-    from albertzh.pipeline import training as tr
-    from albertzh.pipeline.predict import collate, encode_pairs
+    from albertzh.train.inference import collate, encode_pairs
     from albertzh.tokenizer import load_tokenizer
+    from albertzh.train import loop as tr
 
     t_start = time.perf_counter()
     # ---- setup
@@ -514,7 +514,7 @@ def _check_resume(path: Path, task: T.Task) -> None:
 
 def _restore_best(run_dir: Path, state: dict[str, Any], is_main: bool) -> None:
     """A finished run keeps its best model in the run dir itself; put it back in ``best/``."""
-    from albertzh.pipeline.training import barrier
+    from albertzh.train.loop import barrier
 
     best = run_dir / BEST_DIR
     if is_main and state.get("best") and not best.is_dir() and (run_dir / "config.json").is_file():

@@ -2,7 +2,7 @@
 
 setup (data, vocab, model, run dir) -> loop (train_step, log, eval, checkpoint) -> save (the run
 dir becomes the final model dir). The plumbing (LAMB, schedule, checkpoints, DDP, Ctrl-C) is
-:mod:`albertzh.pipeline.training`; the batches come from :mod:`albertzh.pipeline.instance_data`.
+:mod:`albertzh.train.loop`; the batches come from :mod:`albertzh.train.instances`.
 
 Losses and metrics are albert_zh's: masked-LM cross-entropy averaged over the real predictions
 (padding slots ignored), SOP cross-entropy, their sum as the training loss, and the accuracy of
@@ -15,21 +15,20 @@ from __future__ import annotations
 import hashlib
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import ConfigDict, Field, model_validator
 
 from albertzh.config import PathOrURL
 from albertzh.console import Summary, err_console, progress
+from albertzh.data.masking import IGNORE_INDEX
 from albertzh.errors import ConfigError, InputError, VocabMismatchError
-from albertzh.pipeline import fs
-from albertzh.pipeline import training as tr
-from albertzh.pipeline.instance_data import (
+from albertzh.train import loop as tr
+from albertzh.train.instances import (
     InstanceData,
     MaskSpec,
     Unit,
@@ -37,10 +36,16 @@ from albertzh.pipeline.instance_data import (
     make_loader,
     split_units,
 )
-from albertzh.pipeline.masking import IGNORE_INDEX
+from albertzh.train.pretraining import (
+    check_vocab,
+    evaluate_units,
+    mask_spec,
+    pretraining_loss,
+    roles_of,
+    tokenizer_for,
+)
 
 SIZES = ("tiny", "small", "base", "large", "xlarge", "xxlarge")
-EVAL_SEED_OFFSET = 1_000_003  # eval masks differ from training masks but are fixed across evals
 
 
 class PretrainConfig(tr.TrainConfig):
@@ -123,171 +128,14 @@ class PretrainConfig(tr.TrainConfig):
 # --------------------------------------------------------------------------- loss and metrics
 
 
-def pretraining_loss(
-    model: torch.nn.Module, batch: Mapping[str, torch.Tensor]
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """MLM (mean over real predictions) + SOP cross-entropy, and their accuracies."""
-    out = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        token_type_ids=batch["token_type_ids"],
-        masked_positions=batch["masked_positions"],
-    )
-    logits = out.mlm_logits.float()  # [B, P, V]
-    labels = batch["masked_labels"]  # [B, P], IGNORE_INDEX in padding slots
-    valid = labels != IGNORE_INDEX
-    n = valid.sum().clamp(min=1)
-    mlm_sum = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]),
-        labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
-    mlm_loss = mlm_sum / n
-    sop_logits = out.sop_logits.float()  # [B, 2]
-    sop_loss = F.cross_entropy(sop_logits, batch["sop_labels"])
-    with torch.no_grad():
-        mlm_acc = ((logits.argmax(-1) == labels) & valid).sum() / n
-        sop_acc = (sop_logits.argmax(-1) == batch["sop_labels"]).float().mean()
-    metrics = {
-        "mlm_loss": mlm_loss.detach(),
-        "mlm_accuracy": mlm_acc,
-        "sop_loss": sop_loss.detach(),
-        "sop_accuracy": sop_acc,
-    }
-    return mlm_loss + sop_loss, metrics
 
 
-@torch.no_grad()
-def _eval_sums(
-    model: torch.nn.Module,
-    batches: Iterator[dict[str, Any]],
-    device: torch.device,
-    precision: str,
-    max_batches: int | None,
-) -> dict[str, float]:
-    sums = dict.fromkeys(
-        ("mlm_loss", "mlm_correct", "mlm_count", "sop_loss", "sop_correct", "instances"), 0.0
-    )
-    for i, batch in enumerate(batches):
-        if max_batches is not None and i >= max_batches:
-            break
-        batch = tr.to_device(batch, device)
-        with tr.autocast(precision, device):
-            out = model(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                token_type_ids=batch["token_type_ids"],
-                masked_positions=batch["masked_positions"],
-            )
-        logits, labels = out.mlm_logits.float(), batch["masked_labels"]
-        valid = labels != IGNORE_INDEX
-        sums["mlm_loss"] += float(
-            F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]),
-                labels.reshape(-1),
-                ignore_index=IGNORE_INDEX,
-                reduction="sum",
-            )
-        )
-        sums["mlm_correct"] += float(((logits.argmax(-1) == labels) & valid).sum())
-        sums["mlm_count"] += float(valid.sum())
-        sop = out.sop_logits.float()
-        sums["sop_loss"] += float(F.cross_entropy(sop, batch["sop_labels"], reduction="sum"))
-        sums["sop_correct"] += float((sop.argmax(-1) == batch["sop_labels"]).sum())
-        sums["instances"] += float(batch["sop_labels"].shape[0])
-    return sums
 
 
-def _eval_metrics(sums: Mapping[str, float]) -> dict[str, float]:
-    n_mlm, n = max(1.0, sums["mlm_count"]), max(1.0, sums["instances"])
-    return {
-        "mlm_loss": sums["mlm_loss"] / n_mlm,
-        "mlm_accuracy": sums["mlm_correct"] / n_mlm,
-        "sop_loss": sums["sop_loss"] / n,
-        "sop_accuracy": sums["sop_correct"] / n,
-        "instances": int(sums["instances"]),
-    }
 
 
-def evaluate_units(
-    model: torch.nn.Module,
-    units: Sequence[Unit],
-    spec: MaskSpec,
-    *,
-    batch_size: int,
-    device: torch.device,
-    precision: str = "fp32",
-    max_batches: int | None = None,
-    seed: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-) -> dict[str, float]:
-    """MLM/SOP loss and accuracy over ``units`` (each rank its share; summed over ranks)."""
-    bare = tr.unwrap_model(model)
-    was_training = bare.training
-    bare.eval()
-    try:
-        loader = make_loader(
-            units,
-            spec,
-            batch_size=batch_size,
-            seed=seed + EVAL_SEED_OFFSET,
-            rank=rank,
-            world_size=world_size,
-            shuffle=False,
-        )
-        sums = _eval_sums(bare, iter(loader), device, precision, max_batches)
-    finally:
-        bare.train(was_training)
-    return _eval_metrics(tr.sum_across_ranks(sums))
 
 
-def evaluate_pretraining(
-    model: torch.nn.Module,
-    data_dir: fs.Location,
-    *,
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    precision: str = "fp32",
-    max_batches: int | None = None,
-    seed: int = 42,
-    tokenizer: Any = None,
-) -> dict[str, float]:
-    """Masked-LM and SOP loss/accuracy of a pretraining model on an instances dataset.
-
-    Dynamic shards are masked with a fixed ``seed`` (the same masks every call); static shards
-    use their stored masks. The special token ids come from ``tokenizer`` or else from the vocab
-    directory recorded in the shards' manifest. Returns ``dict(mlm_loss, mlm_accuracy,
-    sop_loss, sop_accuracy, instances)``.
-    """
-    device = torch.device(device) if isinstance(device, str) else device
-    data = InstanceData(data_dir)
-    if tokenizer is not None:
-        _check_vocab(data, tokenizer, data.path)
-        roles = _roles_of(tokenizer)
-    elif isinstance(data.vocab.get("special_ids"), dict):
-        roles = {k: int(v) for k, v in data.vocab["special_ids"].items()}
-    else:
-        tok = _tokenizer_for(data, None, None)
-        _check_vocab(data, tok, data.path)
-        roles = _roles_of(tok)
-    model_vocab = tr.unwrap_model(model).config.vocab_size
-    if model_vocab != int(data.vocab["size"]):
-        raise VocabMismatchError(
-            f"{data_dir}: shards use a vocab of {data.vocab['size']} tokens, the model has {model_vocab}"
-        )
-    spec = _mask_spec(data, roles, None, None, "auto")
-    return evaluate_units(
-        model,
-        data.units,
-        spec,
-        batch_size=batch_size,
-        device=device,
-        precision=tr.resolve_precision(precision, device),
-        max_batches=max_batches,
-        seed=seed,
-    )
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -312,100 +160,14 @@ def _data_digest(batch: Mapping[str, torch.Tensor], prev: int) -> int:
 # --------------------------------------------------------------------------- setup helpers
 
 
-def _recorded_vocab_dirs(data: InstanceData) -> list[Path]:
-    """Where make-shards says its vocab came from (manifest vocab/config/inputs)."""
-    m = data.manifest
-    cands: list[Any] = [(m.get("config") or {}).get("vocab"), *(m.get("inputs") or [])]
-    out = []
-    for c in cands:
-        if isinstance(c, str) and c and not fs.is_remote(c):
-            p = Path(c)
-            if not p.is_absolute():
-                # Relative paths were relative to where make-shards ran; try beside the data too
-                # (when the data is on the local disk).
-                bases = [Path.cwd()] + ([] if fs.is_remote(data.path) else [Path(data.path).parent])
-                for base in bases:
-                    if (base / p).is_dir():
-                        p = base / p
-                        break
-            if p.is_file() and p.name in ("vocab.txt", "spiece.model"):
-                p = p.parent
-            if p.is_dir() and ((p / "vocab.txt").is_file() or (p / "spiece.model").is_file()):
-                out.append(p)
-    return out
 
 
-def _tokenizer_for(data: InstanceData, vocab: Path | None, init_from: Path | None) -> Any:
-    from albertzh.tokenizer import load_tokenizer
-
-    if vocab is not None:
-        return load_tokenizer(vocab)
-    for p in _recorded_vocab_dirs(data):
-        tok = load_tokenizer(p)
-        if tok.hash == data.vocab.get("hash", tok.hash):
-            return tok
-    if init_from is not None and (
-        (init_from / "vocab.txt").is_file() or (init_from / "spiece.model").is_file()
-    ):
-        return load_tokenizer(init_from)
-    raise InputError(
-        f"{fs.join(data.path, 'manifest.json')}: the vocab directory the shards were made with was not found; pass --vocab DIR"
-    )
 
 
-def _check_vocab(data: InstanceData, tok: Any, where: fs.Location) -> None:
-    want_hash, want_size = data.vocab.get("hash"), int(data.vocab["size"])
-    if want_hash and tok.hash != want_hash:
-        raise VocabMismatchError(
-            f"{where}: shards were made with another vocab (hash {want_hash[:12]}, this vocab {tok.hash[:12]})"
-        )
-    if tok.vocab_size != want_size:
-        raise VocabMismatchError(
-            f"{where}: shards have a vocab of {want_size} tokens, this vocab has {tok.vocab_size}"
-        )
 
 
-def _roles_of(tok: Any) -> dict[str, int]:
-    return {
-        "pad": int(tok.pad_id),
-        "unk": int(tok.unk_id),
-        "cls": int(tok.cls_id),
-        "sep": int(tok.sep_id),
-        "mask": int(tok.mask_id),
-        **{f"special_{i}": int(i) for i in tok.special_ids},
-    }
 
 
-def _mask_spec(
-    data: InstanceData,
-    roles: Mapping[str, int],
-    masked_lm_prob: float | None,
-    max_predictions: int | None,
-    masking: str,
-) -> MaskSpec:
-    static = data.static if masking == "auto" else masking == "static"
-    if static and not data.static:
-        raise ConfigError(f"--masking static: {data.path} has no stored masks (made with dynamic)")
-    if not static and data.static:
-        raise ConfigError(
-            f"--masking dynamic: {data.path} holds already-masked static instances; use --masking static"
-        )
-    opts = data.masking_options()
-    changes = {
-        k: v
-        for k, v in (("masked_lm_prob", masked_lm_prob), ("max_predictions", max_predictions))
-        if v is not None
-    }
-    if changes:
-        opts = opts.model_copy(update=changes)
-    return MaskSpec(
-        vocab_size=int(data.vocab["size"]),
-        mask_id=int(roles["mask"]),
-        pad_id=int(roles["pad"]),
-        special_ids=tuple(sorted({int(i) for i in roles.values()})),
-        opts=opts,
-        static=static,
-    )
 
 
 def _model_config(cfg: PretrainConfig, vocab_size: int) -> Any:
@@ -440,8 +202,8 @@ def _setup(cfg: PretrainConfig) -> _Setup:
     data = InstanceData(cfg.data)
     if cfg.init_from is not None and not cfg.init_from.is_dir():
         raise InputError(f"{cfg.init_from}: --init-from model directory not found")
-    tok = _tokenizer_for(data, cfg.vocab, cfg.init_from)
-    _check_vocab(data, tok, cfg.vocab or cfg.data)
+    tok = tokenizer_for(data, cfg.vocab, cfg.init_from)
+    check_vocab(data, tok, cfg.vocab or cfg.data)
     size = int(data.vocab["size"])
     if cfg.init_from is not None:
         from albertzh.model import AlbertConfig
@@ -466,15 +228,15 @@ def _setup(cfg: PretrainConfig) -> _Setup:
         raise ConfigError(
             f"{cfg.data}: max_seq_len {data.max_seq_len} exceeds the model's max_position_embeddings {mc.max_position_embeddings}"
         )
-    spec = _mask_spec(data, _roles_of(tok), cfg.masked_lm_prob, cfg.max_predictions, cfg.masking)
+    spec = mask_spec(data, roles_of(tok), cfg.masked_lm_prob, cfg.max_predictions, cfg.masking)
     train_units, eval_units = split_units(data.units, cfg.eval_fraction)
     eval_spec = spec if eval_units else None
     if cfg.eval_data is not None:
         edata = InstanceData(cfg.eval_data)
-        _check_vocab(edata, tok, cfg.eval_data)
+        check_vocab(edata, tok, cfg.eval_data)
         eval_units = edata.units
-        eval_spec = _mask_spec(
-            edata, _roles_of(tok), cfg.masked_lm_prob, cfg.max_predictions, "auto"
+        eval_spec = mask_spec(
+            edata, roles_of(tok), cfg.masked_lm_prob, cfg.max_predictions, "auto"
         )
     return _Setup(data, train_units, eval_units, eval_spec, spec, tok, mc)
 

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from albertzh.config import StageConfig
 from albertzh.console import Summary, err_console
-from albertzh.pipeline.dataset import atomic_write_json
+from albertzh.data.dataset import atomic_write_json
 
 ARMS = ("pretrained", "random")  # finetuned from the pretrained weights / from random init
 
@@ -114,9 +114,9 @@ def _done(path: Path) -> bool:
 
 def run(cfg: QuickstartConfig) -> Summary:
     """Run every stage in order and report corpus size, accuracies and time per stage."""
+    from albertzh.data.dataset import prepare_output
+    from albertzh.data.demo_data import prepare_demo_data
     from albertzh.pipeline import clean, evaluate, finetune, pretrain, segment, shards, vocab
-    from albertzh.pipeline.dataset import prepare_output
-    from albertzh.pipeline.demo_data import prepare_demo_data
 
     out = prepare_output(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite)
     d = {name: out / name for name in ("docs", "words", "vocab", "shards", "pretrain")}

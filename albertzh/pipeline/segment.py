@@ -34,9 +34,9 @@ from pydantic import Field
 
 from albertzh.config import CorpusStageConfig, PathOrURL
 from albertzh.console import Summary, progress
+from albertzh.data import dataset as ds
+from albertzh.data.fs import Location
 from albertzh.errors import ConfigError, InputError
-from albertzh.pipeline import dataset as ds
-from albertzh.pipeline.fs import Location
 
 STAGE = "segment"
 INPUT_STAGE = "clean"

@@ -23,7 +23,7 @@ differences are said where they occur):
 6. The pair is truncated as albert does: drop a token from the front or the back (coin flip)
    of the longer side until it fits.
 
-Static masking (``--masking static``) masks each instance with :mod:`albertzh.pipeline.masking`
+Static masking (``--masking static``) masks each instance with :mod:`albertzh.data.masking`
 and writes ``dupe_factor`` copies of the data, each with its own chunking, SOP swaps and masks.
 """
 
@@ -45,10 +45,10 @@ from pydantic import Field, model_validator
 
 from albertzh.config import CorpusStageConfig, PathOrURL
 from albertzh.console import Summary, progress
+from albertzh.data import dataset as ds
+from albertzh.data import fs
+from albertzh.data.masking import MaskingOptions, mask_batch
 from albertzh.errors import DatasetError, InputError
-from albertzh.pipeline import dataset as ds
-from albertzh.pipeline import fs
-from albertzh.pipeline.masking import MaskingOptions, mask_batch
 
 STAGE = "make-shards"
 INPUT_STAGE = "segment"

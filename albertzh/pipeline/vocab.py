@@ -42,9 +42,9 @@ from pydantic import Field, model_validator
 from albertzh import __version__
 from albertzh.config import PathOrURL, StageConfig
 from albertzh.console import Summary, progress
+from albertzh.data import dataset as ds
+from albertzh.data.fs import Location
 from albertzh.errors import ConfigError, DatasetError, InputError
-from albertzh.pipeline import dataset as ds
-from albertzh.pipeline.fs import Location
 from albertzh.pipeline.segment import STAGE as WORDS_STAGE
 from albertzh.tokenizer import (
     SPECIAL_TOKENS,

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from albertzh.pipeline import dataset as ds
+from albertzh.data import dataset as ds
 from tests.cli.conftest import assert_help_lists, one_error_line, root, runner
 
 DOCS = [

@@ -161,7 +161,7 @@ def test_bad_inputs_exit_2_with_one_line(run: dict, tmp_path: Path) -> None:
 
 
 def test_eval_shards_calls_pretrain_evaluation(run: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    pretrain = pytest.importorskip("albertzh.pipeline.pretrain")
+    pretrain = pytest.importorskip("albertzh.train.pretraining")
     seen = {}
 
     def fake(model, data_dir, **kw):  # noqa: ANN001, ANN003, ANN202

@@ -23,7 +23,7 @@ from tests.cli.conftest import write_corpus
 RUNNER = """
 import atexit, sys
 sys.stdout.write("BUFFERED\\n")
-from albertzh.pipeline import training
+from albertzh.train import loop as training
 training.PROCESS_GROUP_DESTROYED = {distributed}
 atexit.register(lambda: print("ATEXIT", file=sys.stderr, flush=True))
 from albertzh.cli import main

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from albertzh.config import StageConfig
-from albertzh.pipeline import dataset as ds
+from albertzh.data import dataset as ds
 from tests.cli.conftest import assert_help_lists, one_error_line, root, runner
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,19 +11,9 @@ import typer
 from click.testing import CliRunner
 
 import albertzh.cli
-from albertzh.pipeline import dataset as ds
+from albertzh.data import dataset as ds
+from tests.train import test_instances as H  # the tiny-dataset builders
 
-
-def _helpers():
-    """The tiny-dataset builders of tests/pipeline/test_instance_data.py."""
-    path = Path(__file__).resolve().parents[1] / "pipeline" / "test_instance_data.py"
-    spec = importlib.util.spec_from_file_location("_instance_helpers", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-H = _helpers()
 root_cmd = typer.main.get_command(albertzh.cli.app)
 TINY = H.TINY_MODEL
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from albertzh.pipeline import dataset as ds
+from albertzh.data import dataset as ds
 from albertzh.pipeline.segment import iter_words, words_of
 from albertzh.tokenizer import load_tokenizer
 from tests.cli.conftest import assert_help_lists, one_error_line, root, runner

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from albertzh.data import dataset as ds
 from albertzh.errors import ConfigError, DatasetError, InputError
-from albertzh.pipeline import dataset as ds
 from albertzh.pipeline.clean import CleanConfig, Cleaner, run
 
 GOOD = [

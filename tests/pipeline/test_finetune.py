@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from albertzh.errors import ConfigError, InputError, ModelDirError
 from albertzh.pipeline import finetune as ft
-from albertzh.pipeline import training as tr
 from albertzh.pipeline.finetune import FinetuneConfig
+from albertzh.train import loop as tr
 
 POS = ["很好", "不错", "喜欢", "干净", "便宜", "满意"]
 NEG = ["很差", "差劲", "讨厌", "太脏", "太贵", "失望"]
@@ -112,8 +112,8 @@ def test_finetune_learns_and_keeps_best(trained: dict) -> None:
 
 def test_run_dir_weights_are_the_best_step(trained: dict) -> None:
     """The saved model re-scores dev exactly as the best evaluation did."""
+    from albertzh.data.tasks import get_task, load_split, score_logits
     from albertzh.pipeline.predict import load_classifier
-    from albertzh.pipeline.tasks import get_task, load_split, score_logits
 
     clf = load_classifier(trained["out"], device="cpu")
     _, dev = load_split(get_task("chnsenticorp"), trained["data"], "dev")

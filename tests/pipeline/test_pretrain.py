@@ -16,17 +16,9 @@ import torch
 from albertzh.errors import VocabMismatchError
 from albertzh.model import AlbertForPretraining
 from albertzh.pipeline import pretrain as pt
-from albertzh.pipeline import training as tr
-
-try:  # tests/pipeline is a plain directory (rootdir on sys.path) or a package
-    from test_instance_data import TINY_MODEL, make_vocab, vocab_info, write_instances
-except ImportError:  # pragma: no cover
-    from tests.pipeline.test_instance_data import (
-        TINY_MODEL,
-        make_vocab,
-        vocab_info,
-        write_instances,
-    )
+from albertzh.train import loop as tr
+from albertzh.train.pretraining import evaluate_pretraining
+from tests.train.test_instances import TINY_MODEL, make_vocab, vocab_info, write_instances
 
 TINY = TINY_MODEL
 STEPS = 24
@@ -35,7 +27,8 @@ STEPS = 24
 # interrupt it mid-run (SIGKILL or SIGINT) at a known point.
 SLOW_RUNNER = """
 import json, sys, time
-from albertzh.pipeline import pretrain, training
+from albertzh.pipeline import pretrain
+from albertzh.train import loop as training
 orig = training.train_step
 def slow(*a, **k):
     time.sleep(float(sys.argv[2]))
@@ -270,19 +263,19 @@ def test_run_dir_loads_in_transformers_with_same_predictions(baseline: dict) -> 
 
 def test_evaluate_pretraining(inputs: dict[str, Path], baseline: dict) -> None:
     model = AlbertForPretraining.from_pretrained(baseline["dir"])
-    full = pt.evaluate_pretraining(model, inputs["shards"], batch_size=16, seed=1)
+    full = evaluate_pretraining(model, inputs["shards"], batch_size=16, seed=1)
     assert full["instances"] == 200
     assert 0 <= full["mlm_accuracy"] <= 1 and 0 <= full["sop_accuracy"] <= 1
     assert full["mlm_loss"] > 0 and full["sop_loss"] > 0
-    assert pt.evaluate_pretraining(model, inputs["shards"], batch_size=16, seed=1) == full
-    part = pt.evaluate_pretraining(model, inputs["shards"], batch_size=16, max_batches=2, seed=1)
+    assert evaluate_pretraining(model, inputs["shards"], batch_size=16, seed=1) == full
+    part = evaluate_pretraining(model, inputs["shards"], batch_size=16, max_batches=2, seed=1)
     assert part["instances"] == 32
     assert model.training  # restored to its mode (from_pretrained gives a train-mode module)
     from albertzh.model import AlbertConfig
 
     other = AlbertForPretraining(AlbertConfig(**{**TINY, "vocab_size": 50}))
     with pytest.raises(VocabMismatchError, match="50"):
-        pt.evaluate_pretraining(other, inputs["shards"], batch_size=16)
+        evaluate_pretraining(other, inputs["shards"], batch_size=16)
 
 
 def test_pretraining_loss_ignores_padding_slots() -> None:

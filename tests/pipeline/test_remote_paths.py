@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from albertzh.config import PathOrURL, StageConfig
+from albertzh.data import dataset as ds
+from albertzh.data import fs
 from albertzh.errors import DatasetError
-from albertzh.pipeline import dataset as ds
-from albertzh.pipeline import fs
 from tests.cli.conftest import (
     invoke,
     invoke_json,
@@ -208,10 +208,8 @@ def test_location_helpers() -> None:
 
 
 def _pretrain_helpers():
-    try:  # tests/pipeline is a plain directory (rootdir on sys.path) or a package
-        import test_instance_data as helpers
-    except ImportError:  # pragma: no cover
-        from tests.pipeline import test_instance_data as helpers
+    from tests.train import test_instances as helpers
+
     return helpers
 
 

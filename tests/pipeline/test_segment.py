@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from albertzh.data import dataset as ds
 from albertzh.errors import DatasetError, InputError
-from albertzh.pipeline import dataset as ds
 from albertzh.pipeline.segment import (
     WORDS_SCHEMA,
     SegmentConfig,

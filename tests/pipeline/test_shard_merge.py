@@ -15,8 +15,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from albertzh.pipeline import dataset as ds
-from albertzh.pipeline import fs
+from albertzh.data import dataset as ds
+from albertzh.data import fs
 from tests.cli.conftest import (
     SENTENCES,
     invoke,

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from albertzh.config import StageConfig
+from albertzh.data import dataset as ds
 from albertzh.errors import DatasetError, InputError
-from albertzh.pipeline import dataset as ds
 from albertzh.pipeline.shards import (
     Counters,
     Doc,

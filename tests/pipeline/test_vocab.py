@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from albertzh.data import dataset as ds
 from albertzh.errors import ConfigError, DatasetError, InputError
-from albertzh.pipeline import dataset as ds
 from albertzh.pipeline.segment import WORDS_SCHEMA, Segmenter
 from albertzh.pipeline.vocab import BERT_HEAD, VocabConfig, run
 from albertzh.tokenizer import load_tokenizer

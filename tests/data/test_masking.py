@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from albertzh.pipeline.masking import (
+from albertzh.data.masking import (
     IGNORE_INDEX,
     MaskingOptions,
     _select_words,

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from albertzh.data.sources import InputFile, discover, plan_units, read_unit
 from albertzh.errors import InputError
-from albertzh.pipeline.sources import InputFile, discover, plan_units, read_unit
 
 DOCS = [f"第{i}篇文档，内容是{'很长的' * (i % 7)}中文句子。" for i in range(60)]
 

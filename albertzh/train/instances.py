@@ -30,10 +30,10 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from albertzh.data import dataset as ds
+from albertzh.data import fs
+from albertzh.data.masking import IGNORE_INDEX, MaskingOptions, mask_batch
 from albertzh.errors import ConfigError, DatasetError
-from albertzh.pipeline import dataset as ds
-from albertzh.pipeline import fs
-from albertzh.pipeline.masking import IGNORE_INDEX, MaskingOptions, mask_batch
 
 STAGE = "make-shards"
 REQUIRED_COLUMNS: dict[str, pa.DataType] = {
@@ -77,7 +77,7 @@ class MaskSpec:
 class InstanceData:
     """An opened, checked instances dataset (make-shards output) and its units.
 
-    ``path`` is a local directory or a URL (see :mod:`albertzh.pipeline.fs`); units name their
+    ``path`` is a local directory or a URL (see :mod:`albertzh.data.fs`); units name their
     part files as strings, so DataLoader workers open them (and resolve a URL) themselves.
     """
 

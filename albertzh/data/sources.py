@@ -28,8 +28,8 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from albertzh.data.fs import is_url, resolve
 from albertzh.errors import InputError
-from albertzh.pipeline.fs import is_url, resolve
 
 STDIN = "-"
 FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -66,7 +66,7 @@ class Unit:
 
 # Inputs may also be URLs (file://, s3://, gs://, hdfs://, ... as far as this pyarrow build
 # supports them, and any fsspec URL such as memory:// when fsspec is installed; see
-# albertzh.pipeline.fs); plain paths use the local disk.
+# albertzh.data.fs); plain paths use the local disk.
 
 
 def _fs(name: str) -> tuple[Any, str]:

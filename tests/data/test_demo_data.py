@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from albertzh.pipeline.demo_data import prepare_demo_data, strip_pos_tags
+from albertzh.data.demo_data import prepare_demo_data, strip_pos_tags
 
 
 def test_strip_pos_tags() -> None:

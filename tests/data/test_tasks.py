@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from albertzh.data import tasks as T
 from albertzh.errors import ConfigError, InputError
-from albertzh.pipeline import tasks as T
 from tests.conftest import shared_path
 
 

@@ -17,7 +17,7 @@ from albertzh.model import AlbertConfig, AlbertForSequenceClassification, Albert
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from albertzh import export as ex  # noqa: E402
+from albertzh.model import onnx as ex  # noqa: E402
 
 ROOT = typer.main.get_command(albertzh.cli.app)
 runner = CliRunner()

@@ -13,7 +13,7 @@ With ``--shard-index i --num-shards n`` several machines write into one director
 writes its own parts and ``manifest.shard-i-of-n.json``, and whichever shard completes the set
 merges the n shard manifests into ``manifest.json`` (:func:`finish_output`, :func:`merge_shards`).
 
-Every directory and file argument is a location (:mod:`albertzh.pipeline.fs`): a local path, or
+Every directory and file argument is a location (:mod:`albertzh.data.fs`): a local path, or
 a URL that pyarrow (or fsspec) can open, e.g. ``s3://bucket/docs`` or ``memory://docs``. On a
 URL, files are written under a temporary name and moved into place (see :func:`fs.commit`);
 the manifest is still written last.
@@ -36,9 +36,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from albertzh import __version__
+from albertzh.data import fs
+from albertzh.data.fs import Location
 from albertzh.errors import DatasetError
-from albertzh.pipeline import fs
-from albertzh.pipeline.fs import Location
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

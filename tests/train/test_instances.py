@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from albertzh.config import StageConfig
+from albertzh.data import dataset as ds
+from albertzh.data.masking import MaskingOptions
 from albertzh.errors import ConfigError, DatasetError
-from albertzh.pipeline import dataset as ds
-from albertzh.pipeline import instance_data as idata
-from albertzh.pipeline.masking import MaskingOptions
+from albertzh.train import instances as idata
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PAD, UNK, CLS, SEP, MASK = range(5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from albertzh.pipeline import textrules as tr
+from albertzh.data import textrules as tr
 
 
 def test_nfkc_keeps_chinese_punctuation() -> None:

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from albertzh.errors import ConfigError, InputError
-from albertzh.pipeline import training as tr
+from albertzh.train import loop as tr
 
 
 class Toy(torch.nn.Module):
