@@ -13,7 +13,6 @@ files, and offsets that are character positions into the *original* text.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from albertzh.errors import InputError
+from albertzh.files import atomic_write_bytes, atomic_write_json, sha256_bytes
 
 VOCAB_JSON = "vocab.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -83,10 +83,6 @@ class EncodedBatch:
         starts = np.fromiter((o[0] for e in encs for o in e.offsets), dtype=np.int64, count=n)
         ends = np.fromiter((o[1] for e in encs for o in e.offsets), dtype=np.int64, count=n)
         return cls(ids, starts, ends, bounds)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def is_cjk(ch: str) -> bool:
@@ -221,8 +217,6 @@ class Tokenizer:
 
     def save(self, directory: Path) -> Path:
         """Write the tokenizer files (+ ``vocab.json``) into ``directory`` (atomically per file)."""
-        from albertzh.data.dataset import atomic_write_bytes, atomic_write_json
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         name = VOCAB_TXT if self.kind == "char" else SPIECE

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from albertzh.model import onnx as ex
 from albertzh.model import AlbertConfig, AlbertForSequenceClassification
+from albertzh.model import onnx as ex
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from albertzh import __version__
+from albertzh import files as local_files
 from albertzh.data import fs
 from albertzh.data.fs import Location
 from albertzh.errors import DatasetError
@@ -45,6 +46,12 @@ MANIFEST = "manifest.json"
 STATS_KEY = b"albertzh.stats"
 DEFAULT_ROW_GROUP_ROWS = 8192
 
+# The ``stage`` in each dataset's manifest, by row schema (docs/internals.md); a stage that
+# reads a dataset passes the one it expects to :func:`read_manifest`.
+DOCS_STAGE = "clean"
+WORDS_STAGE = "segment"
+INSTANCES_STAGE = "make-shards"
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -53,20 +60,32 @@ R = TypeVar("R")
 
 
 def atomic_write_bytes(path: Location, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file, fsync and rename (never half-written)."""
+    """Write ``data`` to ``path`` via a temp file, fsync and rename (never half-written).
+
+    A local path goes through :func:`albertzh.files.atomic_write_bytes`; a URL is written under
+    :func:`fs.tmp_for` and moved into place (:func:`fs.commit`).
+    """
     loc = fs.location(path)
+    if not fs.is_remote(loc):
+        local_files.atomic_write_bytes(loc, data)
+        return
     tmp = fs.tmp_for(loc)
     fs.write_bytes(tmp, data)
     fs.commit(tmp, loc)
 
 
 def atomic_write_json(path: Location, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+    """:func:`atomic_write_bytes` of ``obj`` as JSON (indent 2, non-ASCII kept, final newline)."""
+    atomic_write_bytes(path, local_files.json_text(obj).encode("utf-8"))
 
 
 def sha256_file(path: Location, chunk: int = 1 << 20) -> str:
+    """The sha256 hex digest of a file at a local path or URL."""
+    loc = fs.location(path)
+    if not fs.is_remote(loc):
+        return local_files.sha256_file(loc, chunk)
     h = hashlib.sha256()
-    with fs.open_input(fs.location(path)) as f:
+    with fs.open_input(loc) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()

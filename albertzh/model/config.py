@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from albertzh.errors import ConfigError
+from albertzh.files import atomic_write_text, json_text
 
 # hidden_act values the model implements (HF names). gelu_new / gelu_fast / gelu_pytorch_tanh
 # are the tanh approximation (what albert_zh trained with); "gelu" is the exact erf form.
@@ -294,13 +294,9 @@ class AlbertConfig(BaseModel):
         self, path: str | os.PathLike[str] | None = None, architectures: list[str] | None = None
     ) -> str:
         """The HF ``config.json`` text; also written (atomically) to ``path`` when given."""
-        text = json.dumps(self.to_hf_dict(architectures), indent=2, ensure_ascii=False) + "\n"
+        text = json_text(self.to_hf_dict(architectures))
         if path is not None:
-            path = Path(path)
-            fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
+            atomic_write_text(path, text)
         return text
 
     # -- parameter count (no allocation) --------------------------------------------------

@@ -560,21 +560,3 @@ def _load_masked_lm(path: Path) -> Any:
     model.load_info = {"initialized": fresh, "ignored": []}
     model.eval()
     return model
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

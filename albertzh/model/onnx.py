@@ -222,4 +222,3 @@ def max_abs_diff(a: list[np.ndarray], b: list[np.ndarray], mask: np.ndarray) -> 
             d = d[mask.astype(bool)]
         diffs.append(float(d.max()))
     return max(diffs)
-

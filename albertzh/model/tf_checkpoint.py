@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from albertzh.data.dataset import atomic_write_bytes
 from albertzh.errors import InputError
+from albertzh.files import atomic_write_bytes
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_LEN = 48  # two block handles padded to 40 bytes + 8-byte magic

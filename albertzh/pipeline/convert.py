@@ -247,4 +247,3 @@ def run(cfg: ConvertConfig) -> Summary:
     figures["to"] = cfg.target_format
     figures["output"] = str(out)
     return Summary("convert", figures)
-

@@ -3,13 +3,12 @@
 Task mode reads the split with the task registry, predicts in batches, and reports accuracy,
 macro-F1 and loss (per-class precision/recall/F1 in ``--json``); ``--predictions FILE`` keeps
 one JSON line per row in input order. A split without labels gives predictions only.
-Shard mode hands over to ``albertzh.pipeline.pretrain.evaluate_pretraining`` (MLM/SOP metrics).
+Shard mode hands over to ``albertzh.train.pretraining.evaluate_pretraining`` (MLM/SOP metrics).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from albertzh.config import PathOrURL, StageConfig
 from albertzh.console import Summary, progress
 from albertzh.data import tasks as T
 from albertzh.errors import ConfigError
+from albertzh.files import atomic_writer
 
 
 class EvalConfig(StageConfig):
@@ -74,17 +74,12 @@ class EvalSummary(Summary):
 
 
 def write_predictions(path: Path, records: list[dict[str, Any]]) -> None:
-    """JSON lines, atomically (temp name, then rename)."""
+    """JSON lines, atomically (temp name, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_writer(path) as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
 def _task_for_model(
@@ -149,9 +144,9 @@ def run_task(cfg: EvalConfig) -> EvalSummary:
 
 def run_shards(cfg: EvalConfig) -> Summary:
     from albertzh.model import AlbertForPretraining
-    from albertzh.train.pretraining import evaluate_pretraining
     from albertzh.tokenizer import load_tokenizer
     from albertzh.train.loop import resolve_device, resolve_precision
+    from albertzh.train.pretraining import evaluate_pretraining
 
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)

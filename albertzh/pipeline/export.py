@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 from albertzh.config import StageConfig
 from albertzh.console import Summary
 from albertzh.errors import InputError, ModelDirError
+from albertzh.files import atomic_writer
 from albertzh.model.onnx import (
     export_onnx,
     max_abs_diff,
@@ -68,8 +69,6 @@ class ExportConfig(StageConfig):
         return self
 
 
-
-
 def load_for_export(model_dir: Path, head: str) -> tuple[Any, str]:
     """The model to export and the resolved head ("classifier" or "none")."""
     from albertzh.model import AlbertForSequenceClassification, AlbertModel
@@ -96,22 +95,6 @@ def load_for_export(model_dir: Path, head: str) -> tuple[Any, str]:
         model = AlbertModel.from_pretrained(model_dir)
     model.eval()
     return model, head
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def run(cfg: ExportConfig) -> Summary:
@@ -165,8 +148,7 @@ def copy_tokenizer_files(model_dir: Path, dest: Path) -> list[str]:
     for name in (*TOKENIZER_FILES, "config.json"):
         src = model_dir / name
         if src.is_file() and src.resolve() != (dest / name).resolve():
-            tmp = dest / f".{name}.tmp-{os.getpid()}"
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dest / name)
+            with open(src, "rb") as fin, atomic_writer(dest / name, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
             copied.append(name)
     return copied

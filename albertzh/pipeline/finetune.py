@@ -220,9 +220,9 @@ def run(cfg: FinetuneConfig) -> Summary:
     import torch
 
     from albertzh.model import AlbertForSequenceClassification
-    from albertzh.train.inference import collate, encode_pairs
     from albertzh.tokenizer import load_tokenizer
     from albertzh.train import loop as tr
+    from albertzh.train.inference import collate, encode_pairs
 
     t_start = time.perf_counter()
     # ---- setup

@@ -1,8 +1,8 @@
 """``predict``: classify sentences or ``a<TAB>b`` pairs with a finetuned model, as JSON lines.
 
-Also the batched inference that ``eval`` and ``finetune``'s dev evaluation share: encode
-examples, batch them by length (little padding), run the model under autocast, and return the
-logits in input order.
+The batched inference itself (encode examples, batch them by length, run the model under
+autocast, logits in input order) is :mod:`albertzh.train.inference`, shared with ``eval`` and
+``finetune``'s dev evaluation.
 """
 
 from __future__ import annotations
@@ -18,32 +18,11 @@ from pydantic import Field
 from albertzh.config import StageConfig
 from albertzh.console import Summary
 from albertzh.errors import InputError
+from albertzh.files import atomic_writer
 from albertzh.train.inference import (
     Classifier,
     load_classifier,
 )
-
-# --------------------------------------------------------------------------- batching
-
-
-
-
-
-
-
-
-
-
-
-
-# --------------------------------------------------------------------------- a finetuned model
-
-
-
-
-
-
-
 
 # --------------------------------------------------------------------------- the predict stage
 
@@ -122,7 +101,6 @@ def predict_stream(
 
 def run(cfg: PredictConfig) -> Summary:
     """Predict every line of ``cfg.input``; JSON lines go to ``cfg.output``."""
-    import os
     import time
 
     t0 = time.perf_counter()
@@ -133,14 +111,8 @@ def run(cfg: PredictConfig) -> Summary:
     if cfg.output == "-":
         rows = predict_stream(clf, lines, sys.stdout, cfg.batch_size, cfg.with_text)
     else:
-        dest = Path(cfg.output)
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                rows = predict_stream(clf, lines, f, cfg.batch_size, cfg.with_text)
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_writer(Path(cfg.output)) as f:
+            rows = predict_stream(clf, lines, f, cfg.batch_size, cfg.with_text)
     secs = time.perf_counter() - t0
     return Summary(
         "predict",

@@ -19,7 +19,6 @@ parses the file itself (with jieba's rules) and calls ``add_word`` on either eng
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from collections import deque
@@ -37,9 +36,10 @@ from albertzh.console import Summary, progress
 from albertzh.data import dataset as ds
 from albertzh.data.fs import Location
 from albertzh.errors import ConfigError, InputError
+from albertzh.files import sha256_file
 
-STAGE = "segment"
-INPUT_STAGE = "clean"
+STAGE = ds.WORDS_STAGE
+INPUT_STAGE = ds.DOCS_STAGE
 
 WORDS_SCHEMA = pa.schema(
     [
@@ -380,10 +380,6 @@ def _segment_part(
 # --------------------------------------------------------------------------- the stage
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def run(config: SegmentConfig) -> Summary:
     """Segment a docs dataset into a words dataset."""
     t0 = time.perf_counter()
@@ -433,7 +429,7 @@ def run(config: SegmentConfig) -> Summary:
         "user_dict": (
             {
                 "path": str(config.user_dict),
-                "sha256": _sha256(config.user_dict),
+                "sha256": sha256_file(config.user_dict),
                 "words": len(user_dict),
             }
             if config.user_dict

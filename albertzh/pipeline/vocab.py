@@ -45,7 +45,7 @@ from albertzh.console import Summary, progress
 from albertzh.data import dataset as ds
 from albertzh.data.fs import Location
 from albertzh.errors import ConfigError, DatasetError, InputError
-from albertzh.pipeline.segment import STAGE as WORDS_STAGE
+from albertzh.files import atomic_write_bytes, atomic_write_json, sha256_bytes
 from albertzh.tokenizer import (
     SPECIAL_TOKENS,
     SPIECE,
@@ -58,7 +58,6 @@ from albertzh.tokenizer import (
     albert_normalize,
     is_cjk,
     load_tokenizer,
-    sha256_bytes,
 )
 
 STAGE = "build-vocab"
@@ -156,7 +155,7 @@ class VocabConfig(StageConfig):
 
 
 def _check_words(path: Location) -> tuple[dict[str, Any], list[Location]]:
-    manifest = ds.read_manifest(path, WORDS_STAGE)
+    manifest = ds.read_manifest(path, ds.WORDS_STAGE)
     parts = ds.part_paths(path, manifest)
     for p in parts:
         ds.check_schema(p, WORDS_COLUMNS)
@@ -443,7 +442,7 @@ def train_sentencepiece(parts: list[Location], config: VocabConfig, out: Path) -
                 f"--vocab-size {config.vocab_size}: sentencepiece refused it for this corpus ({msg})"
             ) from exc
         raise InputError(f"{config.input}: sentencepiece training failed ({msg})") from exc
-    ds.atomic_write_bytes(out / SPIECE, model.getvalue())
+    atomic_write_bytes(out / SPIECE, model.getvalue())
     return {"sentences": count["sentences"], "user_symbols": list(config.user_symbols)}
 
 
@@ -518,7 +517,7 @@ def _write_tokenizer_config(out: Path, tok_kind: str, do_lower_case: bool) -> No
         tok = cls(path, do_lower_case=do_lower_case)
     else:
         tok = cls(path, do_lower_case=do_lower_case, keep_accents=False)
-    ds.atomic_write_json(out / TOKENIZER_CONFIG, tok._config_json())
+    atomic_write_json(out / TOKENIZER_CONFIG, tok._config_json())
 
 
 def run(config: VocabConfig) -> Summary:
@@ -561,7 +560,7 @@ def run(config: VocabConfig) -> Summary:
             "coverage": cov,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        ds.atomic_write_json(tmp / VOCAB_JSON, info)
+        atomic_write_json(tmp / VOCAB_JSON, info)
         if final.exists():
             shutil.rmtree(final) if final.is_dir() else final.unlink()
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -605,5 +604,5 @@ def _build(config: VocabConfig, parts: list[Location], out: Path) -> tuple[str, 
     with progress("count", total=None, unit="sentences"):
         counts = count_units(iter_sentences(parts), config.do_lower_case)
     tokens, info = build_char_vocab(counts, config)
-    ds.atomic_write_bytes(out / VOCAB_TXT, ("\n".join(tokens) + "\n").encode("utf-8"))
+    atomic_write_bytes(out / VOCAB_TXT, ("\n".join(tokens) + "\n").encode("utf-8"))
     return "char", info

@@ -188,4 +188,3 @@ def load_classifier(
     tokenizer = load_tokenizer(model_dir)
     seq = max_seq_len or int(meta.get("max_seq_len") or DEFAULT_MAX_SEQ_LEN)
     return Classifier(model, tokenizer, labels, regression, seq, meta, dev, prec)
-

@@ -119,8 +119,6 @@ def mask_spec(
     )
 
 
-
-
 def pretraining_loss(
     model: torch.nn.Module, batch: Mapping[str, torch.Tensor]
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -286,4 +284,3 @@ def evaluate_pretraining(
         max_batches=max_batches,
         seed=seed,
     )
-
