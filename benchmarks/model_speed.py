@@ -21,7 +21,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from albertzh.model import AlbertConfig, AlbertForPretraining
+from albertzh.model import AlbertConfig, AlbertForPreTraining
 
 # Dense bf16 peak TFLOP/s for the MFU figure (override with --peak-tflops).
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
@@ -147,7 +147,7 @@ def main() -> None:
             size, vocab_size=21128, max_position_embeddings=max(512, args.seq)
         )
         torch.manual_seed(0)
-        ours = AlbertForPretraining(cfg).to(device).train()
+        ours = AlbertForPreTraining(cfg).to(device).train()
         runners = {"albertzh": ours}
         if not args.no_hf:
             import transformers

@@ -12,7 +12,7 @@ the same ones):
   tensors and fed to both implementations; the held-out rows (``--eval-fraction``, as pretrain
   holds them out) give ``--eval-batches`` evaluation batches, masked as pretrain's evaluation
   masks them, on which both models are evaluated;
-* albertzh: ``albertzh.model.AlbertForPretraining`` trained with ``pretraining_loss`` (MLM logits
+* albertzh: ``albertzh.model.AlbertForPreTraining`` trained with ``pretraining_loss`` (MLM logits
   only at the masked positions), ``train_step``, ``build_optimizer`` and ``build_scheduler``
   from ``albertzh.train.loop``, grad clipping 1.0 -- what ``albertzh pretrain`` runs;
 * reference: ``transformers.AlbertForPreTraining`` from the same config, loaded with albertzh's
@@ -261,12 +261,12 @@ def build_models(mc: Any, seed: int, device: torch.device) -> tuple[torch.nn.Mod
     """albertzh's model (pretrain's seeded init) and transformers' with the same weights."""
     import transformers
 
-    from albertzh.model import AlbertForPretraining
+    from albertzh.model import AlbertForPreTraining
 
     if mc.embedding_layout != "google" or mc.ln_type != "postln":
         raise AlbertzhError("--model-config: the transformers reference needs the google layout")
     tr.set_seed(seed)
-    az = AlbertForPretraining(mc)
+    az = AlbertForPreTraining(mc)
     init = {k: v.detach().clone() for k, v in az.state_dict().items()}
     hf = transformers.AlbertForPreTraining(transformers.AlbertConfig(**mc.to_hf_dict()))
     result = hf.load_state_dict(init, strict=False)

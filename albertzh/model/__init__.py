@@ -1,10 +1,10 @@
 """The PyTorch ALBERT core: config with size presets, models, and HF-compatible model dirs.
 
 ```python
-from albertzh.model import AlbertConfig, AlbertForPretraining
+from albertzh.model import AlbertConfig, AlbertForPreTraining
 
 config = AlbertConfig.preset("tiny", vocab_size=21128)
-model = AlbertForPretraining(config)
+model = AlbertForPreTraining(config)
 out = model(input_ids=ids, attention_mask=mask, masked_positions=positions)
 out.mlm_logits  # [B, P, V]; out.sop_logits  # [B, 2]
 model.save_pretrained("run/model")
@@ -13,7 +13,7 @@ model.save_pretrained("run/model")
 
 from albertzh.model.albert import (
     AlbertClassifierOutput,
-    AlbertForPretraining,
+    AlbertForPreTraining,
     AlbertForSequenceClassification,
     AlbertModel,
     AlbertModelOutput,
@@ -26,10 +26,24 @@ __all__ = [
     "PRESETS",
     "AlbertClassifierOutput",
     "AlbertConfig",
-    "AlbertForPretraining",
+    "AlbertForPreTraining",
     "AlbertForSequenceClassification",
     "AlbertModel",
     "AlbertModelOutput",
     "AlbertPretrainingOutput",
     "read_meta",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The spelling before 0.2 (transformers spells it PreTraining); kept for one release.
+    if name == "AlbertForPretraining":
+        import warnings
+
+        warnings.warn(
+            "AlbertForPretraining is deprecated; use AlbertForPreTraining",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return AlbertForPreTraining
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

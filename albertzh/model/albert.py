@@ -360,7 +360,7 @@ class AlbertSOPHead(nn.Module):
         return self.classifier(_dropout(pooled, self.dropout_p, self.training))  # [B, 2]
 
 
-class AlbertForPretraining(AlbertPreTrainedModel):
+class AlbertForPreTraining(AlbertPreTrainedModel):
     """ALBERT with the MLM head (only at masked positions when given) and the SOP head."""
 
     hf_architecture = "AlbertForPreTraining"

@@ -401,14 +401,14 @@ def state_to_tf(state: Mapping[str, Any], config: AlbertConfig) -> dict[str, np.
 
 def model_class(heads: set[str]) -> type:
     """The albertzh model class that holds exactly these heads."""
-    from albertzh.model import AlbertForPretraining, AlbertForSequenceClassification, AlbertModel
+    from albertzh.model import AlbertForPreTraining, AlbertForSequenceClassification, AlbertModel
 
     if heads == {"pretraining", "classifier"}:
         raise InputError("checkpoint has both pretraining (cls/...) and classifier variables")
     if "classifier" in heads:
         return AlbertForSequenceClassification
     if "pretraining" in heads:
-        return AlbertForPretraining
+        return AlbertForPreTraining
     return AlbertModel
 
 
@@ -497,7 +497,7 @@ def save_tf(model: Any, tokenizer: Any, out: Path) -> Path:
 
 def load_model_dir(path: Path) -> Any:
     """Load an albertzh/HF model dir as the class its config names (its heads kept)."""
-    from albertzh.model import AlbertForPretraining, AlbertForSequenceClassification, AlbertModel
+    from albertzh.model import AlbertForPreTraining, AlbertForSequenceClassification, AlbertModel
     from albertzh.model.io import CONFIG_FILE
 
     path = Path(path)
@@ -509,8 +509,8 @@ def load_model_dir(path: Path) -> Any:
         raise ModelDirError(f"{path / CONFIG_FILE}: not valid JSON: {exc}") from exc
     arch = (archs or ["AlbertForPreTraining"])[0]
     classes: dict[str, Any] = {
-        "AlbertForPreTraining": AlbertForPretraining,
-        "AlbertForMaskedLM": AlbertForPretraining,
+        "AlbertForPreTraining": AlbertForPreTraining,
+        "AlbertForMaskedLM": AlbertForPreTraining,
         "AlbertForSequenceClassification": AlbertForSequenceClassification,
         "AlbertModel": AlbertModel,
     }
@@ -531,7 +531,7 @@ def _load_masked_lm(path: Path) -> Any:
     """
     import torch
 
-    from albertzh.model import AlbertForPretraining
+    from albertzh.model import AlbertForPreTraining
     from albertzh.model.io import read_state_dict
 
     config = AlbertConfig.from_json(path / "config.json")
@@ -542,7 +542,7 @@ def _load_masked_lm(path: Path) -> Any:
         state.pop(key, None)
     state = {k: v for k, v in state.items() if not k.endswith(("position_ids", "token_type_ids"))}
     torch.manual_seed(0)
-    model = AlbertForPretraining(config)  # fresh init for what the checkpoint lacks
+    model = AlbertForPreTraining(config)  # fresh init for what the checkpoint lacks
     own = model.state_dict()
     optional = ("albert.pooler.", "sop_classifier.")
     missing = sorted(k for k in own if k not in state and not k.startswith(optional))

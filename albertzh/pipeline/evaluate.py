@@ -143,7 +143,7 @@ def run_task(cfg: EvalConfig) -> EvalSummary:
 
 
 def run_shards(cfg: EvalConfig) -> Summary:
-    from albertzh.model import AlbertForPretraining
+    from albertzh.model import AlbertForPreTraining
     from albertzh.tokenizer import load_tokenizer
     from albertzh.train.loop import resolve_device, resolve_precision
     from albertzh.train.pretraining import evaluate_pretraining
@@ -151,7 +151,7 @@ def run_shards(cfg: EvalConfig) -> Summary:
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    model = AlbertForPretraining.from_pretrained(cfg.model).to(device).eval()
+    model = AlbertForPreTraining.from_pretrained(cfg.model).to(device).eval()
     metrics = evaluate_pretraining(
         model,
         cfg.shards,

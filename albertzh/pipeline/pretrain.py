@@ -304,7 +304,7 @@ def resolve_optimizer(cfg: PretrainConfig, world_size: int = 1) -> tuple[str, fl
 
 
 def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
-    from albertzh.model import AlbertForPretraining
+    from albertzh.model import AlbertForPreTraining
 
     # ---- setup
     setup = _setup(cfg)
@@ -331,11 +331,11 @@ def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
 
     tr.set_seed(cfg.seed)
     if resume_from is not None:
-        model = AlbertForPretraining.from_pretrained(resume_from)
+        model = AlbertForPreTraining.from_pretrained(resume_from)
     elif cfg.init_from is not None:
-        model = AlbertForPretraining.from_pretrained(cfg.init_from)
+        model = AlbertForPreTraining.from_pretrained(cfg.init_from)
     else:
-        model = AlbertForPretraining(setup.model_config)
+        model = AlbertForPreTraining(setup.model_config)
     model = tr.wrap_model(model, dist, compile=cfg.compile)
     kind, lr = resolve_optimizer(cfg, dist.world_size)
     optimizer = tr.build_optimizer(model, kind, lr, cfg.weight_decay)

@@ -272,10 +272,10 @@ def test_compile_flag(files: dict[str, Path], tmp_path: Path, monkeypatch) -> No
     out = tmp_path / "run"
     r = invoke(*_base(files, out), "--steps", "2", "--batch-size", "8", "--compile", "--json")
     assert r.exit_code == 0, r.output
-    assert calls == ["AlbertForPretraining"]
+    assert calls == ["AlbertForPreTraining"]
     s = json.loads(r.stdout)
     # Saved under the plain HF key names (no "_orig_mod." prefix from the compiled wrapper).
-    from albertzh.model import AlbertForPretraining
+    from albertzh.model import AlbertForPreTraining
     from albertzh.pipeline.pretrain import weights_digest
 
-    assert weights_digest(AlbertForPretraining.from_pretrained(out)) == s["weights_sha256"]
+    assert weights_digest(AlbertForPreTraining.from_pretrained(out)) == s["weights_sha256"]

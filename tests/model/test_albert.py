@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from albertzh.model import (
-    AlbertForPretraining,
+    AlbertForPreTraining,
     AlbertForSequenceClassification,
     AlbertModel,
     AlbertModelOutput,
@@ -32,7 +32,7 @@ def test_output_shapes() -> None:
     out = AlbertModel(cfg)(input_ids=x)
     assert isinstance(out, AlbertModelOutput)
     assert out.last_hidden_state.shape == (2, 10, 16) and out.pooler_output.shape == (2, 16)
-    pre = AlbertForPretraining(cfg)
+    pre = AlbertForPreTraining(cfg)
     full = pre(input_ids=x)
     assert isinstance(full, AlbertPretrainingOutput)
     assert full.mlm_logits.shape == (2, 10, 60) and full.sop_logits.shape == (2, 2)
@@ -102,7 +102,7 @@ def test_token_types_default_to_zero() -> None:
 def test_init_like_hf() -> None:
     torch.manual_seed(0)
     cfg = tiny(vocab_size=500, hidden_size=64, intermediate_size=128, initializer_range=0.05)
-    model = AlbertForPretraining(cfg)
+    model = AlbertForPreTraining(cfg)
     emb = model.albert.embeddings.word_embeddings.weight
     assert abs(emb[1:].std().item() - 0.05) < 0.005
     assert torch.count_nonzero(emb[0]) == 0  # pad row
@@ -115,7 +115,7 @@ def test_init_like_hf() -> None:
 
 def test_tiny_model_learns() -> None:
     torch.manual_seed(0)
-    model = AlbertForPretraining(tiny()).train()
+    model = AlbertForPreTraining(tiny()).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     x = ids(4, 12, seed=1)
     positions = torch.tensor([[1, 4], [2, 5], [3, 6], [7, 8]])
@@ -171,7 +171,7 @@ def test_compiles_without_graph_breaks() -> None:
     import torch._dynamo
 
     torch._dynamo.reset()
-    model = AlbertForPretraining(tiny(num_hidden_layers=4, num_hidden_groups=2)).eval()
+    model = AlbertForPreTraining(tiny(num_hidden_layers=4, num_hidden_groups=2)).eval()
     compiled = torch.compile(model, fullgraph=True, backend="eager")  # raises on a graph break
     x = ids()
     mask = torch.ones_like(x)
@@ -186,7 +186,7 @@ def test_compiles_without_graph_breaks() -> None:
 @pytest.mark.gpu
 def test_cuda_bf16_autocast_matches_fp32() -> None:
     torch.manual_seed(0)
-    model = AlbertForPretraining(tiny(hidden_size=64, intermediate_size=128)).eval()
+    model = AlbertForPreTraining(tiny(hidden_size=64, intermediate_size=128)).eval()
     x = ids(4, 16)
     mask = torch.ones_like(x)
     mask[1, 10:] = 0
@@ -201,3 +201,13 @@ def test_cuda_bf16_autocast_matches_fp32() -> None:
     assert out.mlm_logits.dtype == torch.bfloat16
     assert torch.allclose(out.mlm_logits.float().cpu(), ref.mlm_logits, atol=0.05, rtol=0.05)
     assert torch.allclose(out.sop_logits.float().cpu(), ref.sop_logits, atol=0.05, rtol=0.05)
+
+
+def test_old_pretraining_class_name_is_a_deprecated_alias() -> None:
+    import albertzh.model as m
+
+    with pytest.warns(DeprecationWarning, match="AlbertForPreTraining"):
+        old = m.AlbertForPretraining
+    assert old is m.AlbertForPreTraining
+    with pytest.raises(AttributeError):
+        m.AlbertForNothing  # noqa: B018

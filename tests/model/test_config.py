@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from albertzh.errors import ConfigError
-from albertzh.model import PRESETS, AlbertConfig, AlbertForPretraining, AlbertModel
+from albertzh.model import PRESETS, AlbertConfig, AlbertForPreTraining, AlbertModel
 
 # albert_zh's release plan (headline sizes) and the exact counts with the 21128 vocab.
 RELEASE_PLAN = {"base": 12e6, "large": 18e6, "xlarge": 59e6, "xxlarge": 233e6}
@@ -35,7 +35,7 @@ def test_preset_sizes_match_albert_zh() -> None:
 def test_parameter_counts_exact_and_on_meta(name: str) -> None:
     cfg = AlbertConfig.preset(name)
     with torch.device("meta"):  # no memory: xxlarge would be ~900 MB
-        model = AlbertForPretraining(cfg)
+        model = AlbertForPreTraining(cfg)
         base = AlbertModel(cfg)
     assert model.num_parameters() == cfg.num_parameters("pretraining") == EXACT_PRETRAINING[name]
     assert base.num_parameters() == cfg.num_parameters()

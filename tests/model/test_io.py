@@ -11,7 +11,7 @@ import torch
 from albertzh.errors import AlbertzhError, ModelDirError
 from albertzh.model import (
     AlbertConfig,
-    AlbertForPretraining,
+    AlbertForPreTraining,
     AlbertForSequenceClassification,
     AlbertModel,
     read_meta,
@@ -44,7 +44,7 @@ class FailingTokenizer:
 
 def test_save_writes_the_model_dir_and_round_trips(tmp_path) -> None:
     torch.manual_seed(0)
-    model = AlbertForPretraining(tiny())
+    model = AlbertForPreTraining(tiny())
     meta = {"stage": "pretrain", "config": {"lr": 1e-3}, "step": 7, "metrics": {"loss": 2.5}}
     model.save_pretrained(tmp_path / "run", tokenizer=StubTokenizer(), meta=meta)
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
@@ -61,7 +61,7 @@ def test_save_writes_the_model_dir_and_round_trips(tmp_path) -> None:
         keys = set(f.keys())
         assert f.metadata() == {"format": "pt"}
     assert "predictions.bias" in keys and not any("decoder" in k for k in keys)
-    back = AlbertForPretraining.from_pretrained(tmp_path / "run")
+    back = AlbertForPreTraining.from_pretrained(tmp_path / "run")
     assert same_state(model, back) and back.config == model.config
 
 
@@ -69,12 +69,12 @@ def test_save_into_existing_run_dir_keeps_other_files(tmp_path) -> None:
     run = tmp_path / "run"
     (run / "checkpoints" / "step-0001").mkdir(parents=True)
     (run / "metrics.jsonl").write_text("{}\n")
-    first = AlbertForPretraining(tiny())
+    first = AlbertForPreTraining(tiny())
     first.save_pretrained(run)
-    second = AlbertForPretraining(tiny())
+    second = AlbertForPreTraining(tiny())
     second.save_pretrained(run, meta={"step": 2})
     assert (run / "checkpoints" / "step-0001").is_dir() and (run / "metrics.jsonl").exists()
-    assert same_state(AlbertForPretraining.from_pretrained(run), second)
+    assert same_state(AlbertForPreTraining.from_pretrained(run), second)
     assert read_meta(run)["step"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
@@ -101,7 +101,7 @@ def test_real_tokenizer_is_saved_beside_the_model(tmp_path) -> None:
 
 
 def test_legacy_pytorch_model_bin_with_tied_copies(tmp_path) -> None:
-    model = AlbertForPretraining(tiny())
+    model = AlbertForPreTraining(tiny())
     state = dict(model.state_dict())
     # What older transformers wrote: the tied decoder and the position-id buffer, as a .bin.
     state["predictions.decoder.weight"] = state["albert.embeddings.word_embeddings.weight"]
@@ -109,7 +109,7 @@ def test_legacy_pytorch_model_bin_with_tied_copies(tmp_path) -> None:
     state["albert.embeddings.position_ids"] = torch.arange(32)[None]
     torch.save(state, tmp_path / "pytorch_model.bin")
     model.config.to_json(tmp_path / "config.json")
-    back = AlbertForPretraining.from_pretrained(tmp_path)
+    back = AlbertForPreTraining.from_pretrained(tmp_path)
     assert same_state(model, back)
 
 
@@ -120,13 +120,13 @@ def test_bare_encoder_checkpoint_into_classifier_and_pretraining(tmp_path) -> No
     assert clf.load_info == {"initialized": ["classifier"], "ignored": []}
     assert same_state(encoder, clf.albert)
     assert clf.classifier.weight.shape == (4, 16) and clf.classifier.weight.std() > 0.005
-    pre = AlbertForPretraining.from_pretrained(tmp_path / "enc")
+    pre = AlbertForPreTraining.from_pretrained(tmp_path / "enc")
     assert pre.load_info["initialized"] == ["predictions", "sop_classifier"]
     assert torch.equal(pre.albert.pooler.weight, encoder.pooler.weight)
 
 
 def test_pretraining_dir_into_classifier_and_back_to_encoder(tmp_path) -> None:
-    pre = AlbertForPretraining(tiny())
+    pre = AlbertForPreTraining(tiny())
     pre.save_pretrained(tmp_path / "pre")
     clf = AlbertForSequenceClassification.from_pretrained(
         tmp_path / "pre", num_labels=3, id2label={0: "a", 1: "b", 2: "c"}, hidden_dropout_prob=0.1
@@ -178,7 +178,7 @@ def test_classifier_dir_keeps_its_head_unless_num_labels_changes(tmp_path) -> No
 def test_mismatched_weights_are_listed(damage: str, needle: str, tmp_path) -> None:
     from safetensors.torch import load_file, save_file
 
-    AlbertForPretraining(tiny()).save_pretrained(tmp_path)
+    AlbertForPreTraining(tiny()).save_pretrained(tmp_path)
     state = load_file(tmp_path / "model.safetensors")
     overrides = {}
     if damage == "drop_backbone":
@@ -191,7 +191,7 @@ def test_mismatched_weights_are_listed(damage: str, needle: str, tmp_path) -> No
         overrides = {"vocab_size": 60}
     save_file(state, tmp_path / "model.safetensors")
     with pytest.raises(ModelDirError) as exc:
-        AlbertForPretraining.from_pretrained(tmp_path, **overrides)
+        AlbertForPreTraining.from_pretrained(tmp_path, **overrides)
     assert str(exc.value).startswith(str(tmp_path))
     assert needle in str(exc.value)
 

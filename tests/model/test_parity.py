@@ -7,7 +7,7 @@ import torch
 
 from albertzh.model import (
     AlbertConfig,
-    AlbertForPretraining,
+    AlbertForPreTraining,
     AlbertForSequenceClassification,
     AlbertModel,
 )
@@ -88,7 +88,7 @@ def test_hf_pretraining_dir_loads_with_same_outputs(name: str, tmp_path) -> None
     hf = transformers.AlbertForPreTraining(hf_config(cfg)).eval()
     randomize(hf)
     hf.save_pretrained(tmp_path)
-    ours = AlbertForPretraining.from_pretrained(tmp_path).eval()
+    ours = AlbertForPreTraining.from_pretrained(tmp_path).eval()
     assert ours.load_info == {"initialized": [], "ignored": []}
     inputs = batch(cfg)
     with torch.no_grad():
@@ -111,7 +111,7 @@ def test_hf_pretraining_dir_loads_with_same_outputs(name: str, tmp_path) -> None
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_albertzh_pretraining_dir_loads_in_hf(name: str, tmp_path) -> None:
     cfg = small_config(**CONFIGS[name])
-    ours = AlbertForPretraining(cfg).eval()
+    ours = AlbertForPreTraining(cfg).eval()
     randomize(ours, seed=3)
     ours.save_pretrained(tmp_path / "m")
     hf, info = hf_from(transformers.AlbertForPreTraining, tmp_path / "m")
@@ -131,7 +131,7 @@ def test_gradients_match_hf_for_one_backward(tmp_path) -> None:
     hf = transformers.AlbertForPreTraining(hf_config(cfg)).eval()
     randomize(hf, seed=5)
     hf.save_pretrained(tmp_path)
-    ours = AlbertForPretraining.from_pretrained(tmp_path).eval()
+    ours = AlbertForPreTraining.from_pretrained(tmp_path).eval()
     inputs = batch(cfg, seed=6)
     g = torch.Generator().manual_seed(7)
     w_mlm = torch.randn(3, 12, cfg.vocab_size, generator=g)
@@ -154,7 +154,7 @@ def test_gradients_at_masked_positions_match_hf_full_logits(tmp_path) -> None:
     hf = transformers.AlbertForPreTraining(hf_config(cfg)).eval()
     randomize(hf, seed=12)
     hf.save_pretrained(tmp_path)
-    ours = AlbertForPretraining.from_pretrained(tmp_path).eval()
+    ours = AlbertForPreTraining.from_pretrained(tmp_path).eval()
     inputs = batch(cfg, seed=13)
     positions = torch.tensor([[1, 3, 4], [2, 5, 6], [0, 8, 9]])
     targets = torch.gather(inputs["input_ids"], 1, positions)
@@ -228,7 +228,7 @@ def test_hf_masked_lm_dir_without_pooler_loads_for_pretraining(tmp_path) -> None
     hf = transformers.AlbertForMaskedLM(hf_config(cfg)).eval()
     randomize(hf, seed=14)
     hf.save_pretrained(tmp_path)
-    ours = AlbertForPretraining.from_pretrained(tmp_path).eval()
+    ours = AlbertForPreTraining.from_pretrained(tmp_path).eval()
     assert ours.load_info == {"initialized": ["albert.pooler", "sop_classifier"], "ignored": []}
     assert ours.albert.pooler.weight.std() > 0.005  # initialised, not left empty
     inputs = batch(cfg, seed=15)

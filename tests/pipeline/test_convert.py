@@ -326,7 +326,7 @@ def test_google_layout_matches_numpy_reference(tmp_path: Path) -> None:
     assert (tmp_path / "m" / "vocab.txt").read_text() == (rel / "vocab.txt").read_text()
     ids, types, mask = _batch()
     want = reference_forward(tensors, "google", ids, types, mask)
-    _compare(_albertzh_outputs(tmp_path / "m", "AlbertForPretraining"), want, mask)
+    _compare(_albertzh_outputs(tmp_path / "m", "AlbertForPreTraining"), want, mask)
 
 
 def test_google_groups_inner_groups_and_classifier_head(tmp_path: Path) -> None:
@@ -477,7 +477,7 @@ def test_brightmart_layout_matches_numpy_reference(tmp_path: Path, ln_type: str)
     assert cfg["embedding_layout"] == "brightmart" and cfg.get("ln_type", "postln") == ln_type
     ids, types, mask = _batch()
     want = reference_forward(tensors, "brightmart", ids, types, mask, ln_type=ln_type)
-    _compare(_albertzh_outputs(tmp_path / "m", "AlbertForPretraining"), want, mask)
+    _compare(_albertzh_outputs(tmp_path / "m", "AlbertForPreTraining"), want, mask)
     # back to TF: the same variables
     r = runner.invoke(
         ROOT,
@@ -498,7 +498,7 @@ def test_brightmart_ln_type_flag_and_no_hf_target(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     ids, types, mask = _batch()
     want = reference_forward(tensors, "brightmart", ids, types, mask, ln_type="preln")
-    _compare(_albertzh_outputs(tmp_path / "m", "AlbertForPretraining"), want, mask)
+    _compare(_albertzh_outputs(tmp_path / "m", "AlbertForPreTraining"), want, mask)
     r = runner.invoke(ROOT, ["convert", str(rel), "--to", "hf", "-o", str(tmp_path / "hf")])
     assert r.exit_code == 2 and "no transformers equivalent" in r.stderr
     assert not (tmp_path / "hf").exists()
@@ -529,7 +529,7 @@ def test_vocab_mismatch_error(tmp_path: Path) -> None:
 @needs_brightmart
 @pytest.mark.parametrize("ln_type", ["postln", "preln"])
 def test_brightmart_model_option_masked_positions_and_param_count(ln_type: str) -> None:
-    from albertzh.model import AlbertForPretraining
+    from albertzh.model import AlbertForPreTraining
 
     config = AlbertConfig(
         vocab_size=V,
@@ -543,7 +543,7 @@ def test_brightmart_model_option_masked_positions_and_param_count(ln_type: str) 
         ln_type=ln_type,
     )
     torch.manual_seed(0)
-    model = AlbertForPretraining(config).eval()
+    model = AlbertForPreTraining(config).eval()
     assert model.num_parameters() == config.num_parameters("pretraining")
     assert "albert.encoder.embedding_hidden_mapping_in.weight" not in model.state_dict()
     ids, types, mask = _batch()
@@ -590,5 +590,5 @@ def test_from_hf_masked_lm_directory(tmp_path: Path) -> None:
     ids, types, mask = _batch()
     with torch.no_grad():
         want = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.numpy()
-    got = _albertzh_outputs(tmp_path / "m", "AlbertForPretraining")["mlm_logits"]
+    got = _albertzh_outputs(tmp_path / "m", "AlbertForPreTraining")["mlm_logits"]
     _compare({"mlm_logits": got}, {"mlm_logits": want}, mask)

@@ -27,7 +27,7 @@ def make_model_dir(
 ) -> Path:
     """An ALBERT 'pretraining' dir (2 layers by default, random weights) with a tiny char vocab,
     or a copy of ``vocab``; ``seed=None`` leaves torch's RNG as it is."""
-    from albertzh.model import AlbertConfig, AlbertForPretraining
+    from albertzh.model import AlbertConfig, AlbertForPreTraining
     from albertzh.tokenizer import load_tokenizer
 
     path.mkdir(parents=True, exist_ok=True)
@@ -48,7 +48,7 @@ def make_model_dir(
     )
     if seed is not None:
         torch.manual_seed(seed)
-    AlbertForPretraining(cfg).save_pretrained(path, tokenizer=tok)
+    AlbertForPreTraining(cfg).save_pretrained(path, tokenizer=tok)
     return path
 
 

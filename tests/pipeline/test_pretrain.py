@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from albertzh.errors import VocabMismatchError
-from albertzh.model import AlbertForPretraining
+from albertzh.model import AlbertForPreTraining
 from albertzh.pipeline import pretrain as pt
 from albertzh.train import loop as tr
 from albertzh.train.pretraining import evaluate_pretraining
@@ -127,7 +127,7 @@ def test_baseline_run_makes_a_model_dir(baseline: dict) -> None:
     early = sum(losses[i] for i in range(1, 5)) / 4
     late = sum(losses[i] for i in range(STEPS - 3, STEPS + 1)) / 4
     assert late < early
-    assert pt.weights_digest(AlbertForPretraining.from_pretrained(run)) == s["weights_sha256"]
+    assert pt.weights_digest(AlbertForPreTraining.from_pretrained(run)) == s["weights_sha256"]
 
 
 @pytest.mark.slow
@@ -218,7 +218,7 @@ def test_two_process_gloo_ddp(inputs: dict[str, Path], tmp_path: Path) -> None:
     s = json.loads(lines[0])
     assert s["world_size"] == 2 and s["steps"] == 4 and s["ranks_in_sync"] is True
     # The saved weights are exactly what every rank holds.
-    assert pt.weights_digest(AlbertForPretraining.from_pretrained(out)) == s["weights_sha256"]
+    assert pt.weights_digest(AlbertForPreTraining.from_pretrained(out)) == s["weights_sha256"]
     state = json.loads(
         (out / "checkpoints" / "step-00000004" / "state" / "train_state.json").read_text()
     )
@@ -237,14 +237,14 @@ def test_two_process_gloo_ddp(inputs: dict[str, Path], tmp_path: Path) -> None:
     ], r.stderr[-3000:]
     # (torchrun may stop the second rank with SIGTERM once the first one has exited)
     assert "exitcode  : 2" in r.stderr and "[rank1]" not in r.stderr, r.stderr[-3000:]
-    assert pt.weights_digest(AlbertForPretraining.from_pretrained(out)) == s["weights_sha256"]
+    assert pt.weights_digest(AlbertForPreTraining.from_pretrained(out)) == s["weights_sha256"]
 
 
 def test_run_dir_loads_in_transformers_with_same_predictions(baseline: dict) -> None:
     transformers = pytest.importorskip("transformers")
     run = baseline["dir"]
     hf = transformers.AlbertForPreTraining.from_pretrained(run).eval()
-    ours = AlbertForPretraining.from_pretrained(run).eval()
+    ours = AlbertForPreTraining.from_pretrained(run).eval()
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 45, (3, 12), generator=g)
     ids[:, 0], ids[:, -1] = 2, 3
@@ -263,7 +263,7 @@ def test_run_dir_loads_in_transformers_with_same_predictions(baseline: dict) -> 
 
 
 def test_evaluate_pretraining(inputs: dict[str, Path], baseline: dict) -> None:
-    model = AlbertForPretraining.from_pretrained(baseline["dir"])
+    model = AlbertForPreTraining.from_pretrained(baseline["dir"])
     full = evaluate_pretraining(model, inputs["shards"], batch_size=16, seed=1)
     assert full["instances"] == 200
     assert 0 <= full["mlm_accuracy"] <= 1 and 0 <= full["sop_accuracy"] <= 1
@@ -274,7 +274,7 @@ def test_evaluate_pretraining(inputs: dict[str, Path], baseline: dict) -> None:
     assert model.training  # restored to its mode (from_pretrained gives a train-mode module)
     from albertzh.model import AlbertConfig
 
-    other = AlbertForPretraining(AlbertConfig(**{**TINY, "vocab_size": 50}))
+    other = AlbertForPreTraining(AlbertConfig(**{**TINY, "vocab_size": 50}))
     with pytest.raises(VocabMismatchError, match="50"):
         evaluate_pretraining(other, inputs["shards"], batch_size=16)
 
@@ -283,7 +283,7 @@ def test_pretraining_loss_ignores_padding_slots() -> None:
     from albertzh.model import AlbertConfig
 
     torch.manual_seed(0)
-    model = AlbertForPretraining(AlbertConfig(**TINY)).eval()
+    model = AlbertForPreTraining(AlbertConfig(**TINY)).eval()
     batch = {
         "input_ids": torch.tensor([[2, 4, 9, 3, 10, 3], [2, 4, 8, 3, 0, 0]]),
         "attention_mask": torch.tensor([[1] * 6, [1, 1, 1, 1, 0, 0]]),
