@@ -32,6 +32,9 @@ class Summary:
 
     stage: str
     figures: dict[str, Any] = field(default_factory=dict)
+    # Non-zero when the run did not finish although its summary is valid: 130/143 after
+    # SIGINT/SIGTERM (a checkpoint was saved). The CLI exits with it after printing.
+    exit_code: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, **self.figures}

@@ -185,6 +185,8 @@ def stage_command(
         # Under torchrun every rank runs the stage; only rank 0 prints the summary.
         if os.environ.get("RANK", "0") == "0":
             print_summary(summary, as_json=as_json)
+        if summary.exit_code:
+            raise typer.Exit(summary.exit_code)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = annotations

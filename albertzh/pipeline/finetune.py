@@ -441,9 +441,12 @@ def run(cfg: FinetuneConfig) -> Summary:
             return Summary(
                 "finetune",
                 {
+                    "interrupted": True,
+                    "signal": stop.signal_name,
                     "interrupted_at_step": state["step"],
                     "resume": f"albertzh finetune ... -o {run_dir} --resume",
                 },
+                exit_code=stop.exit_code,
             )
 
         # ---- save: the best model (or the last one without a dev split) becomes the run dir

@@ -486,6 +486,7 @@ def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
         "lr": lr,
         "resumed_from_step": start_step if resume_from is not None else None,
         "interrupted": interrupted,
+        "signal": stop.signal_name if interrupted else None,
         "world_size": dist.world_size,
         "device": str(dist.device),
         "precision": precision,
@@ -503,7 +504,7 @@ def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
             f"interrupted: checkpoint at step {step} in {ckpt.dir}; continue with --resume",
             highlight=False,
         )
-    return Summary("pretrain", figures)
+    return Summary("pretrain", figures, exit_code=stop.exit_code if interrupted else 0)
 
 
 class _null_bar:

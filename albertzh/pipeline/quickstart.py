@@ -112,8 +112,25 @@ def _done(path: Path) -> bool:
     )
 
 
+class _Stopped(Exception):
+    """A stage was stopped by SIGINT/SIGTERM after saving: the quickstart stops after it."""
+
+    def __init__(self, stage: str, summary: Summary) -> None:
+        super().__init__(stage)
+        self.stage, self.summary = stage, summary
+
+
 def run(cfg: QuickstartConfig) -> Summary:
     """Run every stage in order and report corpus size, accuracies and time per stage."""
+    try:
+        return _run_stages(cfg)
+    except _Stopped as stop:
+        err_console.print(f"stopped during {stop.stage}; continue with --resume", highlight=False)
+        figures = {"interrupted": True, "stage": stop.stage, "output": str(cfg.output)}
+        return Summary("quickstart", figures, exit_code=stop.summary.exit_code)
+
+
+def _run_stages(cfg: QuickstartConfig) -> Summary:
     from albertzh.data.dataset import prepare_output
     from albertzh.data.demo_data import prepare_demo_data
     from albertzh.pipeline import clean, evaluate, finetune, pretrain, segment, shards, vocab
@@ -131,6 +148,8 @@ def run(cfg: QuickstartConfig) -> Summary:
         t0 = time.perf_counter()
         res = fn()
         times[name] = round(time.perf_counter() - t0, 1)
+        if isinstance(res, Summary) and res.exit_code:  # stopped by a signal: stop here too
+            raise _Stopped(name, res)
         return res
 
     common = {"workers": cfg.workers, "resume": cfg.resume}

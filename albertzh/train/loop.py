@@ -627,12 +627,24 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
+        self.signum = self.signum or signum
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's status for death by the signal: 130 for SIGINT, 143 for SIGTERM (a rank
+        stopped because another rank was signalled reports SIGTERM's)."""
+        return 128 + int(self.signum or signal.SIGTERM)
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum or signal.SIGTERM).name
 
     def check(self) -> bool:
         return any_rank(self.requested)

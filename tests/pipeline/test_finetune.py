@@ -388,3 +388,15 @@ def test_run_dir_rules_and_vocab_check(tmp_path: Path, trained: dict) -> None:
     with pytest.raises(ModelDirError, match="vocab has"):
         ft.run(cfg_for(big, trained["data"], tmp_path / "o2", steps=1))
     assert not (tmp_path / "o2").exists()
+
+
+def test_an_interrupted_finetune_says_so_and_carries_the_exit_code(
+    tmp_path: Path, trained: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI exits with Summary.exit_code: 143 when stopped by SIGTERM (or by another rank's
+    signal), so `finetune ... && eval ...` does not go on after a kill."""
+    monkeypatch.setattr(tr.StopFlag, "check", lambda self: True)
+    kw = {"epochs": 1, "batch_size": 32, "max_train_examples": 64}
+    s = ft.run(cfg_for(trained["base"], trained["data"], tmp_path / "cut", **kw))
+    assert s.figures["interrupted"] is True and s.figures["signal"] == "SIGTERM"
+    assert s.exit_code == 143

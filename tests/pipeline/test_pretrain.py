@@ -177,6 +177,71 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(
     assert "--resume" in stderr
 
 
+# The CLI under the same slowdown: argv after the delay is the albertzh command line.
+SLOW_CLI = """
+import sys, time
+from albertzh.train import loop as training
+orig = training.train_step
+def slow(*a, **k):
+    time.sleep(float(sys.argv[1]))
+    return orig(*a, **k)
+training.train_step = slow
+from albertzh.cli import main
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signalled_run_exits_128_plus_signal_and_resumes(
+    inputs: dict[str, Path], tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """pretrain ... && next-step must not go on after a kill: the run saves, prints its summary
+    (interrupted, the signal) and exits 128 + the signal; --resume then finishes with 0."""
+    out = tmp_path / "run"
+    (tmp_path / "cli.py").write_text(SLOW_CLI)
+    argv = [
+        "pretrain",
+        "--data",
+        str(inputs["shards"]),
+        "--vocab",
+        str(inputs["vocab"]),
+        "--model-config",
+        str(inputs["model"]),
+        "-o",
+        str(out),
+        "--steps",
+        str(STEPS),
+        "--batch-size",
+        "8",
+        "--save-every",
+        "4",
+        "--device",
+        "cpu",
+        "--json",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "cli.py"), "0.15", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(out / "checkpoints" / "step-00000004", proc)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr[-2000:]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["interrupted"] is True and summary["signal"] == sig.name
+    assert 4 <= summary["steps"] < STEPS
+    done = subprocess.run(
+        [sys.executable, "-m", "albertzh", *argv, "--resume"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    final = json.loads(done.stdout.strip().splitlines()[-1])
+    assert final["steps"] == STEPS and final["resumed_from_step"] == summary["steps"]
+    assert final["interrupted"] is False and final["signal"] is None
+
+
 @pytest.mark.slow
 def test_two_process_gloo_ddp(inputs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "ddp"

