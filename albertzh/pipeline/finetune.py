@@ -377,8 +377,8 @@ def run(cfg: FinetuneConfig) -> Summary:
         stopped = "completed"
         avg = tr.Averager()
         last_eval_step = -1
-        with tr.StopFlag() as stop, progress("finetune", total=total) as bar:
-            bar.advance(state["step"])
+        with tr.StopFlag() as stop, progress("finetune", total=total, enabled=dist.is_main) as bar:
+            bar.skip(state["step"])
             while state["step"] < total and stopped == "completed":
                 micro = epoch_batches(
                     len(train), cfg.batch_size, state["epoch"], cfg.seed, dist.rank, dist.world_size
@@ -412,7 +412,9 @@ def run(cfg: FinetuneConfig) -> Summary:
                             grad_norm=res.grad_norm,
                             **means,
                         )
-                        bar.update(loss=means["loss"], lr=res.lr)
+                        bar.log(
+                            step=state["step"], epoch=state["epoch"], loss=means["loss"], lr=res.lr
+                        )
                     if cfg.eval_every and state["step"] % cfg.eval_every == 0:
                         last_eval_step = state["step"]
                         if dev_eval():

@@ -399,9 +399,9 @@ def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
         err_console.print(f"resuming from {resume_from} (step {step})", highlight=False)
     with (
         tr.StopFlag() as stop,
-        progress("pretrain", total=total) if dist.is_main else (_null_bar()) as bar,
+        progress("pretrain", total=total, enabled=dist.is_main) as bar,
     ):
-        bar.advance(step)
+        bar.skip(step)
         while step < total:
             micro = []
             for _ in range(cfg.grad_accum):
@@ -433,6 +433,13 @@ def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
             )
             if step % cfg.log_every == 0 or step == total:
                 last_train = tr.mean_across_ranks(avg.pop())
+                bar.log(
+                    step=step,
+                    loss=last_train["loss"],
+                    mlm_acc=last_train.get("mlm_accuracy"),
+                    lr=result.lr,
+                    tok_s=round(rate["tokens_per_s"]),
+                )
                 metrics_log.log(
                     step,
                     "train",
@@ -505,19 +512,3 @@ def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
             highlight=False,
         )
     return Summary("pretrain", figures, exit_code=stop.exit_code if interrupted else 0)
-
-
-class _null_bar:
-    """The progress bar stand-in on non-main ranks."""
-
-    def __enter__(self) -> _null_bar:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        pass
-
-    def advance(self, n: float = 1) -> None:
-        pass
-
-    def update(self, **fields: Any) -> None:
-        pass

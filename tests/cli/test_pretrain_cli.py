@@ -279,3 +279,20 @@ def test_compile_flag(files: dict[str, Path], tmp_path: Path, monkeypatch) -> No
     from albertzh.pipeline.pretrain import weights_digest
 
     assert weights_digest(AlbertForPreTraining.from_pretrained(out)) == s["weights_sha256"]
+
+
+def test_off_a_terminal_progress_is_one_log_line_every_log_every_steps(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """Under nohup/tee/SLURM (stderr not a TTY) a long run still shows step, loss, lr,
+    tokens/s and the ETA every --log-every steps."""
+    r = invoke(*_base(files, tmp_path / "run"), "--steps", "6", "--batch-size", "8",
+               "--log-every", "2", "--json")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("pretrain  ")]
+    assert len(lines) == 3, r.stderr
+    for n, line in zip((2, 4, 6), lines, strict=True):
+        assert f"{n}/6 " in line and f"step {n} " in line, line
+        for field in ("loss ", "lr ", "tok_s ", "elapsed ", "eta "):
+            assert field in line, (field, line)
+    json.loads(r.stdout)  # stdout stays the summary alone
