@@ -35,7 +35,7 @@ class Summary:
     figures: dict[str, Any] = field(default_factory=dict)
     # Non-zero when the run did not finish although its summary is valid: 130/143 after
     # SIGINT/SIGTERM (a checkpoint was saved). The CLI exits with it after printing.
-    exit_code: int = 0
+    exit_code: int = field(default=0, kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, **self.figures}
