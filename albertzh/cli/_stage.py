@@ -1,7 +1,9 @@
 """Turn a stage's pydantic config into a Typer command: the fields *are* the flags.
 
 Each flag defaults to "not given" so that a ``--config`` file supplies values and explicit flags
-override them; the help text is the field description plus its default.
+override them; the help text is the field description plus its default. Required fields are
+listed first and marked "(required)"; they are checked by the config (a ``--config`` file may
+supply them), so a missing one is one red line naming the flag or the positional (``INPUT``).
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+import click
 import typer
 from pydantic.fields import FieldInfo
+from rich.markup import escape
+from typer.core import TyperCommand
 
-from albertzh.config import StageConfig, build_config
+from albertzh.config import StageConfig, build_config, cli_name
 from albertzh.console import Summary, print_error, print_summary
-from albertzh.errors import AlbertzhError
+from albertzh.errors import AlbertzhError, ConfigError
 
 DEBUG = {"on": False}
 
@@ -92,15 +97,68 @@ def _cli_type(tp: Any) -> tuple[Any, dict[str, Any]] | None:
     return None  # dicts, nested models: config file only
 
 
-def _default_text(field: FieldInfo) -> str:
+def _default_text(fname: str, field: FieldInfo) -> str:
     if field.is_required():
         return " (required)"
     default = field.get_default(call_default_factory=True)
     if default is None or default == [] or default == "":
         return ""
-    if isinstance(default, bool):
-        return ""  # shown by the --x/--no-x pair
+    if isinstance(default, bool):  # an on/off pair: name the side that is the default
+        return f" (default: --{'' if default else 'no-'}{fname.replace('_', '-')})"
     return f" (default: {default})"
+
+
+def plain_switches(params: list[click.Parameter]) -> None:
+    """Show flags (``--json``, ``--x/--no-x``, ``--help``) without a ``<bool>`` value placeholder."""
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+
+
+class StageCommand(TyperCommand):
+    """A stage command whose help shows switches as switches and required positionals as such.
+
+    The positionals are optional to click (a ``--config`` file may supply them); ``required``
+    names those the config requires, so the usage line shows ``INPUT`` rather than ``[INPUT]``.
+    """
+
+    required: tuple[str, ...] = ()
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        plain_switches(self.get_params(ctx))
+        super().format_help(ctx, formatter)
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.name in self.required and param.metavar:
+                pieces.append(param.metavar + ("..." if param.nargs != 1 else ""))
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
+def _field_param(
+    config_cls: type[StageConfig], fname: str, field: FieldInfo, extra: dict[str, Any]
+) -> tuple[Any, Any] | None:
+    """(annotation, typer Argument/Option) for one config field; None for config-file-only ones."""
+    mapped = _cli_type(field.annotation)
+    if mapped is None:
+        return None
+    tp, kwargs = mapped
+    # Help is rich markup: escape it, or "pip install 'albertzh[demo]'" loses its "[demo]".
+    desc = escape((field.description or "").strip()) + _default_text(fname, field)
+    if extra.get("argument"):
+        metavar = cli_name(config_cls, fname)  # INPUT, also in the errors
+        info = typer.Argument(None, help=desc, metavar=metavar, show_default=False, **kwargs)
+    else:
+        decls = [cli_name(config_cls, fname)]
+        if tp is bool:
+            decls = [f"--{fname.replace('_', '-')}/--no-{fname.replace('_', '-')}"]
+        if extra.get("short"):
+            decls.append(str(extra["short"]))
+        info = typer.Option(None, *decls, help=desc, show_default=False, **kwargs)
+    return Optional[tp], info  # noqa: UP045  (typer needs typing.Optional here)
 
 
 def stage_command(
@@ -109,38 +167,38 @@ def stage_command(
     run: Callable[[Any], Summary],
     help: str,
     epilog: str | None = None,
+    *,
+    data_on_stdout: Callable[[Any], bool] | None = None,
+    report: Callable[[Summary, Any], None] | None = None,
 ) -> Any:
-    """Build the click command for one stage from its config class and run function."""
-    params: list[inspect.Parameter] = []
-    annotations: dict[str, Any] = {}
+    """Build the click command for one stage from its config class and run function.
+
+    ``data_on_stdout(cfg)`` says when the stage writes its own output to stdout (``predict -o
+    -``); ``--json`` is then refused, as stdout could not hold one JSON object. ``report(summary,
+    cfg)`` replaces the summary table (``predict``'s one line on stderr).
+    """
+    fields: list[tuple[str, FieldInfo, dict[str, Any]]] = []
     for fname, field in config_cls.model_fields.items():
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        if extra.get("cli") is False:
-            continue
-        mapped = _cli_type(field.annotation)
+        if extra.get("cli") is not False:
+            fields.append((fname, field, extra))
+    # Help order: positionals, then required flags, then the rest (stable within each group).
+    fields.sort(key=lambda f: 0 if f[2].get("argument") else 1 if f[1].is_required() else 2)
+
+    params: list[inspect.Parameter] = []
+    annotations: dict[str, Any] = {}
+    required: list[str] = []
+    for fname, field, extra in fields:
+        mapped = _field_param(config_cls, fname, field, extra)
         if mapped is None:
             continue
-        tp, kwargs = mapped
-        desc = (field.description or "").strip()
-        if extra.get("argument"):
-            info = typer.Argument(
-                None, help=desc, metavar=fname.upper(), show_default=False, **kwargs
-            )
-        else:
-            decls = [f"--{fname.replace('_', '-')}"]
-            if extra.get("flag"):  # a flag name other than the field's (e.g. reserved names)
-                decls = [str(extra["flag"])]
-            if tp is bool:
-                decls = [f"--{fname.replace('_', '-')}/--no-{fname.replace('_', '-')}"]
-            if extra.get("short"):
-                decls.append(str(extra["short"]))
-            info = typer.Option(
-                None, *decls, help=desc + _default_text(field), show_default=False, **kwargs
-            )
-        ann = Optional[tp]  # noqa: UP045  (typer needs typing.Optional here)
-        annotations[fname] = ann
+        annotations[fname], info = mapped
+        if extra.get("argument") and field.is_required():
+            required.append(fname)
         params.append(
-            inspect.Parameter(fname, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=ann)
+            inspect.Parameter(
+                fname, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotations[fname]
+            )
         )
 
     extras = {
@@ -176,15 +234,27 @@ def stage_command(
             for k, v in kwargs.items()
             if v is not None and v != []
         }
-        with user_errors():
-            cfg = build_config(config_cls, config_file, overrides)
-            if print_config:
-                print_config_json(cfg)
-                return
-            summary = run(cfg)
+        try:
+            with user_errors():
+                cfg = build_config(config_cls, config_file, overrides)
+                if print_config:
+                    print_config_json(cfg)
+                    return
+                if as_json and data_on_stdout is not None and data_on_stdout(cfg):
+                    raise ConfigError(
+                        f"--json: {name} writes its output to stdout here (-o -); "
+                        "give -o FILE to get the summary as JSON"
+                    )
+                summary = run(cfg)
+        except BrokenPipeError:  # `albertzh predict ... | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no noise at exit
+            raise typer.Exit(0) from None
         # Under torchrun every rank runs the stage; only rank 0 prints the summary.
         if os.environ.get("RANK", "0") == "0":
-            print_summary(summary, as_json=as_json)
+            if report is not None and not as_json:
+                report(summary, cfg)
+            else:
+                print_summary(summary, as_json=as_json)
         if summary.exit_code:
             raise typer.Exit(summary.exit_code)
 
@@ -194,5 +264,12 @@ def stage_command(
     command.__doc__ = help
 
     sub = typer.Typer(add_completion=False, rich_markup_mode="rich")
-    sub.command(name=name, help=help, epilog=epilog)(command)
-    return typer.main.get_command(sub)
+    sub.command(
+        name=name,
+        help=escape(help),
+        epilog=escape(epilog) if epilog else None,
+        cls=StageCommand,
+    )(command)
+    click_command = typer.main.get_command(sub)
+    click_command.required = tuple(required)
+    return click_command

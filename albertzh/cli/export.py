@@ -1,4 +1,4 @@
-"""``albertzh export``: a model directory to ONNX (optionally int8)."""
+"""``albertzh export``: a model directory to an ONNX directory (optionally int8)."""
 
 from albertzh.cli._stage import stage_command
 from albertzh.pipeline.export import ExportConfig, run
@@ -8,6 +8,7 @@ command = stage_command(
     ExportConfig,
     run,
     help="Export a model to ONNX (dynamic batch/sequence axes; --quantize int8 for dynamic "
-    "int8), with its tokenizer files beside it.",
-    epilog="Example: albertzh export --model runs/chnsenticorp --format onnx -o deploy/model.onnx",
+    "int8): OUTPUT gets model.onnx, config.json and the tokenizer files, the layout "
+    "onnxruntime and HF Optimum load.",
+    epilog="Example: albertzh export --model runs/chnsenticorp -o deploy/chnsenticorp",
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -32,7 +32,9 @@ from albertzh.model.convert import (
 
 
 class ConvertConfig(StageConfig):
-    """Options of ``albertzh convert`` (flags ``--from``/``--to``/``--config`` map onto these)."""
+    """Options of ``albertzh convert`` (``source_format``/``target_format`` are ``--from``/``--to``)."""
+
+    config_file_hint: ClassVar[str] = "albert_zh's albert_config*.json goes to --albert-config"
 
     source: Path = Field(
         ...,
@@ -40,12 +42,15 @@ class ConvertConfig(StageConfig):
         json_schema_extra={"argument": True},
     )
     source_format: Literal["tf", "hf"] = Field(
-        "tf", description="What SOURCE is: a TF1 albert_zh checkpoint or an HF/albertzh model dir."
+        "tf",
+        description="What SOURCE is: a TF1 albert_zh checkpoint or an HF/albertzh model dir.",
+        json_schema_extra={"flag": "--from"},
     )
     target_format: Literal["albertzh", "hf", "tf"] = Field(
         "albertzh",
         description="What to write: an albertzh model dir, an HF dir (google layout only), or a "
         "TF1 checkpoint in albert_zh's variable names.",
+        json_schema_extra={"flag": "--to"},
     )
     output: Path = Field(..., description="Output directory.", json_schema_extra={"short": "-o"})
     albert_config: Path | None = Field(
@@ -82,6 +87,27 @@ def _beside(prefix: Path, pattern: str, what: str, flag: str) -> Path:
         raise ConfigError(f"{prefix.parent}: no {what} beside the checkpoint (pass {flag})")
     names = ", ".join(p.name for p in found)
     raise ConfigError(f"{prefix.parent}: several {what} files ({names}); pass {flag}")
+
+
+def _refuse_model_dir(source: Path) -> None:
+    """``--from tf`` (the default) given an HF/albertzh model directory: say to use ``--from hf``."""
+    weights = ("model.safetensors", "pytorch_model.bin")
+    if (source / "config.json").is_file() and any((source / w).is_file() for w in weights):
+        raise ConfigError(
+            f"{source}: an HF/albertzh model directory (config.json + weights), not a TF "
+            "checkpoint; use --from hf"
+        )
+
+
+def _refuse_checkpoint(source: Path) -> None:
+    """``--from hf`` given a TF checkpoint (prefix, .index file or release dir): say ``--from tf``."""
+    ckpt_file = source.is_file() and (source.suffix == ".index" or ".data-" in source.name)
+    prefix = source.with_name(source.name + ".index").is_file()
+    tf_dir = (
+        source.is_dir() and not (source / "config.json").exists() and any(source.glob("*.index"))
+    )
+    if ckpt_file or prefix or tf_dir:
+        raise ConfigError(f"{source}: a TF checkpoint, not a model directory; use --from tf")
 
 
 def _probe(model: Any, config: AlbertConfig) -> tuple[Any, Any, Any]:
@@ -170,6 +196,7 @@ def run(cfg: ConvertConfig) -> Summary:
     figures: dict[str, Any] = {"source": str(cfg.source), "from": cfg.source_format}
 
     if cfg.source_format == "tf":
+        _refuse_model_dir(Path(cfg.source))
         prefix = resolve_prefix(Path(cfg.source))
         ckpt = TFCheckpoint(prefix)
         names = set(ckpt)
@@ -177,7 +204,7 @@ def run(cfg: ConvertConfig) -> Summary:
             detect_layout(names, str(prefix)) if cfg.layout == "auto" else cfg.layout  # type: ignore[assignment]
         )
         config_path = cfg.albert_config or _beside(
-            prefix, "*config*.json", "albert_config*.json", "--config"
+            prefix, "*config*.json", "albert_config*.json", "--albert-config"
         )
         heads = detect_heads(names)
         num_labels = None
@@ -205,6 +232,7 @@ def run(cfg: ConvertConfig) -> Summary:
         )
     else:
         src = Path(cfg.source)
+        _refuse_checkpoint(src)
         if not src.is_dir():
             raise ModelDirError(f"{src}: model directory not found")
         model = load_model_dir(src)

@@ -1,13 +1,15 @@
-"""``albertzh export``: a model directory to ONNX (fp32, or int8 by dynamic quantization).
+"""``albertzh export``: a model directory to an ONNX directory (fp32, or int8 by dynamic
+quantization).
 
-The graph takes ``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64, ``[batch,
+The output directory holds ``model.onnx``, ``config.json`` (labels) and the tokenizer files: the
+layout onnxruntime users and HF Optimum's ``ORTModel*.from_pretrained`` expect, all a runtime
+needs. The graph takes ``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64, ``[batch,
 sequence]``, both axes dynamic) and returns ``logits`` for a sequence classifier, or
-``last_hidden_state`` and ``pooler_output`` with ``--head none``. The tokenizer files and
-``config.json`` (labels) are copied beside the ``.onnx`` file, so the folder is all a runtime
-needs. torch.onnx's exporter writes the shared ALBERT weights once; before quantizing, weight
-transposes and the fused QKV concatenation are folded into constants (deduplicated, so a layer
-shared by all L applications is still stored once) -- onnxruntime quantizes only MatMuls whose
-weight is a constant.
+``last_hidden_state`` and ``pooler_output`` with ``--head none``; with ``--quantize int8``
+``model.onnx`` is the quantized graph. torch.onnx's exporter writes the shared ALBERT weights
+once; before quantizing, weight transposes and the fused QKV concatenation are folded into
+constants (deduplicated, so a layer shared by all L applications is still stored once) --
+onnxruntime quantizes only MatMuls whose weight is a constant.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from pydantic import Field, model_validator
 from albertzh.config import StageConfig
 from albertzh.console import Summary
 from albertzh.errors import InputError, ModelDirError
-from albertzh.files import atomic_writer
 from albertzh.model.onnx import (
     export_onnx,
     max_abs_diff,
@@ -35,7 +36,10 @@ from albertzh.model.onnx import (
     torch_outputs,
 )
 
+GRAPH = "model.onnx"
 TOKENIZER_FILES = ("vocab.txt", "spiece.model", "tokenizer_config.json", "vocab.json")
+# Every file export may write: --overwrite replaces these and never touches anything else.
+EXPORT_FILES = (GRAPH, "config.json", *TOKENIZER_FILES)
 
 
 class ExportConfig(StageConfig):
@@ -44,7 +48,9 @@ class ExportConfig(StageConfig):
     model: Path = Field(..., description="Model directory (a finetuned classifier, or any model).")
     format: Literal["onnx"] = Field("onnx", description="Export format.")
     output: Path = Field(
-        ..., description="The .onnx file to write.", json_schema_extra={"short": "-o"}
+        ...,
+        description=f"Output directory: {GRAPH}, config.json and the tokenizer files.",
+        json_schema_extra={"short": "-o"},
     )
     head: Literal["auto", "classifier", "none"] = Field(
         "auto",
@@ -60,12 +66,19 @@ class ExportConfig(StageConfig):
         description="Run the exported graph in onnxruntime and compare with PyTorch "
         "(max |diff| in the summary; fp32 must be within 1e-4).",
     )
-    overwrite: bool = Field(False, description="Replace an existing output file.")
+    overwrite: bool = Field(
+        False,
+        description="Write into a non-empty output directory, replacing the files export writes "
+        "(and only those).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ExportConfig:
-        if self.output.suffix != ".onnx":
-            raise ValueError(f"--output {self.output}: must end in .onnx")
+        if self.output.suffix == ".onnx":
+            raise ValueError(
+                f"{self.output}: -o is the directory to write {GRAPH}, config.json and the "
+                f"tokenizer files into (e.g. -o {self.output.parent / self.output.stem})"
+            )
         return self
 
 
@@ -97,58 +110,81 @@ def load_for_export(model_dir: Path, head: str) -> tuple[Any, str]:
     return model, head
 
 
+def _check_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(
+            f"{out}: is a file; -o is the directory to write {GRAPH} and its files into"
+        )
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(
+            f"{out}: not empty (use --overwrite to replace the files export writes there)"
+        )
+
+
 def run(cfg: ExportConfig) -> Summary:
-    """Export the model directory to ONNX and (optionally) check it in onnxruntime."""
+    """Export the model directory to ``OUTPUT/model.onnx`` (+ config and tokenizer files) and
+    (optionally) check the graph in onnxruntime."""
     out = Path(cfg.output)
-    if out.exists() and not cfg.overwrite:
-        raise InputError(f"{out}: exists (use --overwrite)")
-    if out.exists() and out.is_dir():
-        raise InputError(f"{out}: is a directory")
+    _check_output(out, cfg.overwrite)
     model, head = load_for_export(Path(cfg.model), cfg.head)
     if not any((Path(cfg.model) / n).is_file() for n in ("vocab.txt", "spiece.model")):
         raise ModelDirError(f"{cfg.model}: no vocab.txt or spiece.model (tokenizer) to ship")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Any] = {"model": str(cfg.model), "head": head, "opset": cfg.opset}
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.tmp-", dir=out.parent) as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        outputs = export_onnx(model, head, fp32, cfg.opset)
-        final = fp32
-        if cfg.quantize == "int8":
-            final = Path(tmp) / "int8.onnx"
-            quantize_int8(fp32, final)
-        figures["export_seconds"] = round(time.perf_counter() - t0, 2)
-        if cfg.verify:
-            feeds = sample_inputs(model.config.vocab_size, batch=3, seq=24, seed=1)
-            want = torch_outputs(model, head, feeds)
-            got = ort_session(final).run(None, feeds)
-            diff = max_abs_diff(want, got, feeds["attention_mask"])
-            figures["onnxruntime_max_abs_diff"] = diff
-            if cfg.quantize == "none" and not diff <= 1e-4:
-                raise ModelDirError(
-                    f"{out}: onnxruntime output differs from PyTorch by {diff:.3g} (> 1e-4)"
-                )
-        os.replace(final, out)
-    copied = copy_tokenizer_files(Path(cfg.model), out.parent)
+    try:
+        # Everything is staged in a hidden directory inside OUTPUT, then moved in: a failed or
+        # interrupted export leaves OUTPUT as it was.
+        with tempfile.TemporaryDirectory(prefix=".export.tmp-", dir=out) as tmp:
+            stage = Path(tmp)
+            fp32 = stage / "fp32.onnx"
+            outputs = export_onnx(model, head, fp32, cfg.opset)
+            final = fp32
+            if cfg.quantize == "int8":
+                final = stage / "int8.onnx"
+                quantize_int8(fp32, final)
+            figures["export_seconds"] = round(time.perf_counter() - t0, 2)
+            if cfg.verify:
+                feeds = sample_inputs(model.config.vocab_size, batch=3, seq=24, seed=1)
+                want = torch_outputs(model, head, feeds)
+                got = ort_session(final).run(None, feeds)
+                diff = max_abs_diff(want, got, feeds["attention_mask"])
+                figures["onnxruntime_max_abs_diff"] = diff
+                if cfg.quantize == "none" and not diff <= 1e-4:
+                    raise ModelDirError(
+                        f"{out}: onnxruntime output differs from PyTorch by {diff:.3g} (> 1e-4)"
+                    )
+            os.replace(final, stage / GRAPH)
+            files = [GRAPH, *copy_tokenizer_files(Path(cfg.model), stage)]
+            for name in EXPORT_FILES:  # a previous export's files (e.g. another tokenizer's)
+                (out / name).unlink(missing_ok=True)
+            for name in files:
+                os.replace(stage / name, out / name)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    kind = "int8 (dynamic quantization)" if cfg.quantize == "int8" else "fp32"
     figures.update(
         {
             "outputs": outputs,
             "quantize": cfg.quantize,
             "output": str(out),
-            "bytes": out.stat().st_size,
-            "copied": copied,
+            "graph": f"{GRAPH}: {kind}",
+            "bytes": (out / GRAPH).stat().st_size,
+            "files": files,
         }
     )
     return Summary("export", figures)
 
 
 def copy_tokenizer_files(model_dir: Path, dest: Path) -> list[str]:
-    """Copy the tokenizer files and config.json beside the exported graph."""
+    """Copy the tokenizer files and config.json of ``model_dir`` into ``dest``; returns the names."""
     copied = []
     for name in (*TOKENIZER_FILES, "config.json"):
         src = model_dir / name
-        if src.is_file() and src.resolve() != (dest / name).resolve():
-            with open(src, "rb") as fin, atomic_writer(dest / name, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
+        if src.is_file():
+            shutil.copyfile(src, dest / name)
             copied.append(name)
     return copied

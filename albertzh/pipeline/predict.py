@@ -50,6 +50,9 @@ class PredictConfig(StageConfig):
         "auto", description="Autocast precision; auto = fp32 on CPU, bf16/fp16 on GPU."
     )
     with_text: bool = Field(False, description="Echo the input text(s) in each JSON line.")
+    quiet: bool = Field(
+        False, description="No summary line on stderr.", json_schema_extra={"short": "-q"}
+    )
 
 
 def _split_line(line: str) -> tuple[str, str | None]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from tests.cli.conftest import root, runner
+from tests.cli.conftest import one_error_line, root, runner
 from tests.pipeline.test_finetune import make_model_dir, make_senti_data
 
 
@@ -112,6 +112,31 @@ def test_predict_stdin_file_and_options(run: dict) -> None:
     for a, b in zip(recs, recs2, strict=True):
         for k in a["probabilities"]:
             assert a["probabilities"][k] == pytest.approx(b["probabilities"][k], abs=1e-5)
+
+
+def test_predict_config_print_config_and_json(run: dict) -> None:
+    src = run["tmp"] / "in2.txt"
+    src.write_text("房间很好的\n价格太贵\n", encoding="utf-8")
+    cfg = run["tmp"] / "predict.yaml"
+    cfg.write_text(f"model: {run['out']}\nbatch_size: 1\nwith_text: true\n", encoding="utf-8")
+    r = invoke("predict", src, "--config", cfg, "--batch-size", "2", "--print-config")
+    assert r.exit_code == 0, r.output
+    resolved = json.loads(r.stdout)
+    assert resolved["batch_size"] == 2 and resolved["with_text"] is True  # the flag wins
+    assert resolved["input"] == str(src) and resolved["model"] == str(run["out"])
+    # --json: the summary is the one JSON object on stdout, the predictions are in the file
+    dest = run["tmp"] / "out2.jsonl"
+    r = invoke("predict", src, "--config", cfg, "-o", dest, "--json")
+    assert r.exit_code == 0, r.output
+    (line,) = r.stdout.splitlines()
+    summary = json.loads(line)
+    assert summary["stage"] == "predict" and summary["rows"] == 2 and r.stderr == ""
+    texts = [json.loads(x)["text_a"] for x in dest.read_text().splitlines()]
+    assert texts == ["房间很好的", "价格太贵"]
+    # --json while the predictions go to stdout (-o -, the default): one line, exit 2, no output
+    r = invoke("predict", "--config", cfg, "--json", input="好\n")
+    one_error_line(r, "--json", "-o -", "-o FILE")
+    assert r.stdout == ""
 
 
 def test_predict_max_seq_len_truncates(run: dict) -> None:

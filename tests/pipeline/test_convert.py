@@ -308,7 +308,7 @@ def test_google_layout_matches_numpy_reference(tmp_path: Path) -> None:
             "--from",
             "tf",
             str(rel / "albert_model.ckpt"),
-            "--config",
+            "--albert-config",
             str(rel / "albert_config_google.json"),
             "--vocab",
             str(rel / "vocab.txt"),
@@ -386,7 +386,9 @@ def test_cli_errors_are_one_line_exit_2(tmp_path: Path) -> None:
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
     # a config with an unknown key names the file and key
     bad = _albert_config(tmp_path / "bad.json", "google", frobnicate=1)
-    r = runner.invoke(ROOT, ["convert", str(rel), "--config", str(bad), "-o", str(tmp_path / "o")])
+    r = runner.invoke(
+        ROOT, ["convert", str(rel), "--albert-config", str(bad), "-o", str(tmp_path / "o")]
+    )
     assert r.exit_code == 2 and "bad.json: unknown field(s) frobnicate" in r.stderr
     # a non-empty output dir is refused without --overwrite, and kept intact
     out = tmp_path / "full"
@@ -400,6 +402,63 @@ def test_cli_errors_are_one_line_exit_2(tmp_path: Path) -> None:
     # missing checkpoint
     r = runner.invoke(ROOT, ["convert", str(tmp_path / "nope.ckpt"), "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "nope.ckpt.index: checkpoint index not found" in r.stderr
+
+
+def _one_line(r, *needles: str) -> None:
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.output, r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def test_config_is_a_run_config_and_albert_config_its_own_flag(tmp_path: Path) -> None:
+    rel = _write_release(tmp_path, google_tensors(), "google")
+    run = tmp_path / "run.yaml"
+    run.write_text(
+        f"source: {rel}\nalbert_config: {rel / 'albert_config_google.json'}\n"
+        f"output: {tmp_path / 'm'}\ntarget_format: hf\n",
+        encoding="utf-8",
+    )
+    r = runner.invoke(ROOT, ["convert", "--config", str(run), "--to", "albertzh", "--print-config"])
+    assert r.exit_code == 0, r.output
+    resolved = json.loads(r.stdout)
+    assert resolved["albert_config"] == str(rel / "albert_config_google.json")
+    assert resolved["target_format"] == "albertzh" and resolved["source"] == str(rel)  # flag wins
+    r = runner.invoke(ROOT, ["convert", "--config", str(run), "--to", "albertzh", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["to"] == "albertzh" and (tmp_path / "m" / "config.json").is_file()
+    # albert_zh's model config given as the run config: one line pointing at --albert-config
+    r = runner.invoke(
+        ROOT,
+        ["convert", str(rel), "--config", str(rel / "albert_config_google.json"), "-o", "x"],
+    )
+    _one_line(r, "albert_config_google.json: unknown field(s)", "--albert-config")
+    # a missing positional is named as such, not as a flag
+    r = runner.invoke(ROOT, ["convert", "-o", str(tmp_path / "o")])
+    _one_line(r, "SOURCE: missing")
+    assert "--source" not in r.stderr
+
+
+def test_wrong_from_says_which_one_to_use(tmp_path: Path) -> None:
+    rel = _write_release(tmp_path, google_tensors(), "google")
+    model_dir = tmp_path / "m"
+    assert runner.invoke(ROOT, ["convert", str(rel), "-o", str(model_dir)]).exit_code == 0
+    # an albertzh/HF model directory read as a TF checkpoint (--from tf is the default)
+    r = runner.invoke(ROOT, ["convert", str(model_dir), "-o", str(tmp_path / "o")])
+    _one_line(r, f"{model_dir}: an HF/albertzh model directory", "use --from hf")
+    assert not (tmp_path / "o").exists()
+    # ... also with pytorch_model.bin instead of model.safetensors
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "config.json").write_text("{}", encoding="utf-8")
+    (bin_dir / "pytorch_model.bin").write_bytes(b"")
+    r = runner.invoke(ROOT, ["convert", "--from", "tf", str(bin_dir), "-o", str(tmp_path / "o")])
+    _one_line(r, "use --from hf")
+    # and the other way round: a TF checkpoint (release dir or prefix) read as a model dir
+    for source in (rel, rel / "albert_model.ckpt"):
+        r = runner.invoke(ROOT, ["convert", "--from", "hf", str(source), "-o", str(tmp_path / "o")])
+        _one_line(r, f"{source}: a TF checkpoint", "use --from tf")
 
 
 def test_tf_round_trip_and_hf_round_trip(tmp_path: Path) -> None:

@@ -1,4 +1,8 @@
-"""ONNX export, checked in onnxruntime against PyTorch (fp32) and on real data (int8)."""
+"""ONNX export, checked in onnxruntime against PyTorch (fp32) and on real data (int8).
+
+``-o`` is a directory: model.onnx + config.json + the tokenizer files (what onnxruntime users and
+HF Optimum load), written only there, replacing only export's own files under --overwrite.
+"""
 
 from __future__ import annotations
 
@@ -61,14 +65,30 @@ def classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(classifier_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """The classifier exported once through the CLI: (model.onnx, summary)."""
-    out = tmp_path_factory.mktemp("deploy") / "model.onnx"
+    """The classifier exported once through the CLI: (OUTPUT/model.onnx, summary)."""
+    out = tmp_path_factory.mktemp("deploy") / "senti"
     r = runner.invoke(
         ROOT,
         ["export", "--model", str(classifier_dir), "--format", "onnx", "-o", str(out), "--json"],
     )
     assert r.exit_code == 0, r.output
-    return out, json.loads(r.stdout)
+    return out / "model.onnx", json.loads(r.stdout)
+
+
+def _export(*args: object):
+    return runner.invoke(ROOT, ["export", *map(str, args)])
+
+
+def _one_line(r, *needles: str) -> None:
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.output, r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def _listing(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in d.iterdir()}
 
 
 def _feeds(batch: int, seq: int, seed: int) -> dict[str, np.ndarray]:
@@ -81,9 +101,15 @@ def test_classifier_fp32_matches_pytorch_any_batch_and_length(
     out, summary = exported
     assert summary["head"] == "classifier" and summary["outputs"] == ["logits"]
     assert summary["onnxruntime_max_abs_diff"] <= 1e-4
-    # tokenizer files and config beside the graph
+    assert summary["graph"] == "model.onnx: fp32" and summary["output"] == str(out.parent)
+    # the directory holds the graph, config.json and the tokenizer files, and nothing else
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(summary["files"])
+    assert {"model.onnx", "config.json", "vocab.txt", "tokenizer_config.json"} <= set(
+        summary["files"]
+    )
     for name in ("vocab.txt", "tokenizer_config.json", "config.json"):
         assert (out.parent / name).read_bytes() == (classifier_dir / name).read_bytes()
+    assert not any(p.name != "senti" for p in out.parent.parent.iterdir())  # nothing beside -o
     graph = onnx.load(str(out))
     assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
     dims = {
@@ -104,13 +130,13 @@ def test_classifier_fp32_matches_pytorch_any_batch_and_length(
 def test_head_none_exports_sequence_and_pooled(tmp_path: Path) -> None:
     torch.manual_seed(1)
     model_dir = _save(AlbertModel(_tiny_config()), tmp_path / "enc")
-    out = tmp_path / "enc.onnx"
+    out = tmp_path / "enc-onnx"
     r = runner.invoke(ROOT, ["export", "--model", str(model_dir), "-o", str(out), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["outputs"] == ["last_hidden_state", "pooler_output"]
     model = AlbertModel.from_pretrained(model_dir).eval()
     feeds = _feeds(3, 21, 5)
-    hidden, pooled = ex.ort_session(out).run(None, feeds)
+    hidden, pooled = ex.ort_session(out / "model.onnx").run(None, feeds)
     want_hidden, want_pooled = ex.torch_outputs(model, "none", feeds)
     keep = feeds["attention_mask"].astype(bool)
     assert hidden.shape == (3, 21, 32) and pooled.shape == (3, 32)
@@ -120,26 +146,78 @@ def test_head_none_exports_sequence_and_pooled(tmp_path: Path) -> None:
 
 def test_errors_are_one_line_exit_2(classifier_dir: Path, tmp_path: Path) -> None:
     enc = _save(AlbertModel(_tiny_config()), tmp_path / "enc")
-    r = runner.invoke(
-        ROOT,
-        ["export", "--model", str(enc), "--head", "classifier", "-o", str(tmp_path / "a.onnx")],
+    r = _export("--model", enc, "--head", "classifier", "-o", tmp_path / "a")
+    _one_line(r, "not a finetuned classifier")
+    assert not (tmp_path / "a").exists()
+    r = _export("--model", tmp_path / "nope", "-o", tmp_path / "b")
+    _one_line(r, "nope: no config.json")
+    assert not (tmp_path / "b").exists()
+    # -o names the directory, not the graph file
+    r = _export("--model", classifier_dir, "-o", tmp_path / "deploy" / "model.onnx")
+    _one_line(r, "-o is the directory", f"-o {tmp_path / 'deploy'}")
+    assert not (tmp_path / "deploy").exists()
+
+
+def test_output_must_be_an_empty_directory_or_overwrite(
+    classifier_dir: Path, tmp_path: Path
+) -> None:
+    # an existing file: refused, and nothing is written beside it
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "model.bin").write_bytes(b"old")
+    r = _export("--model", classifier_dir, "-o", here / "model.bin")
+    _one_line(r, "model.bin: is a file")
+    assert _listing(here) == {"model.bin": b"old"}
+    # a non-empty directory: refused without --overwrite, untouched
+    out = tmp_path / "deploy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "spiece.model").write_bytes(b"stale tokenizer of an earlier export")
+    (out / "model.onnx").write_bytes(b"old graph")
+    before = _listing(out)
+    r = _export("--model", classifier_dir, "-o", out)
+    _one_line(r, f"{out}: not empty", "--overwrite")
+    assert _listing(out) == before
+    # --overwrite replaces export's own files (a stale spiece.model goes) and keeps the rest
+    r = _export("--model", classifier_dir, "-o", out, "--overwrite", "--json")
+    assert r.exit_code == 0, r.output
+    after = _listing(out)
+    assert after["notes.txt"] == b"mine" and "spiece.model" not in after
+    assert (
+        after["model.onnx"] != b"old graph"
+        and after["vocab.txt"] == (classifier_dir / "vocab.txt").read_bytes()
     )
-    assert r.exit_code == 2 and "not a finetuned classifier" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
-    r = runner.invoke(
-        ROOT, ["export", "--model", str(classifier_dir), "-o", str(tmp_path / "a.txt")]
-    )
-    assert r.exit_code == 2 and "must end in .onnx" in r.stderr
-    (tmp_path / "there.onnx").write_bytes(b"old")
-    r = runner.invoke(
-        ROOT, ["export", "--model", str(classifier_dir), "-o", str(tmp_path / "there.onnx")]
-    )
-    assert r.exit_code == 2 and "--overwrite" in r.stderr
-    assert (tmp_path / "there.onnx").read_bytes() == b"old"
-    r = runner.invoke(
-        ROOT, ["export", "--model", str(tmp_path / "nope"), "-o", str(tmp_path / "b.onnx")]
-    )
-    assert r.exit_code == 2 and "nope: no config.json" in r.stderr
+    assert set(after) == {"notes.txt", *json.loads(r.stdout)["files"]}
+    # int8: model.onnx is then the quantized graph, and the summary says so
+    r = _export("--model", classifier_dir, "-o", out, "--overwrite", "--quantize", "int8", "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["quantize"] == "int8" and summary["graph"].startswith("model.onnx: int8")
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert {n.op_type for n in graph.node} & {"MatMulInteger", "DynamicQuantizeMatMul"}
+    assert summary["bytes"] == (out / "model.onnx").stat().st_size < len(after["model.onnx"])
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_failed_export_leaves_output_as_it_was(
+    classifier_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from albertzh.errors import ModelDirError
+    from albertzh.pipeline import export as stage
+
+    def broken(*args, **kwargs):
+        raise ModelDirError("exporter failed")
+
+    monkeypatch.setattr(stage, "export_onnx", broken)
+    r = _export("--model", classifier_dir, "-o", tmp_path / "new" / "deploy")
+    _one_line(r, "exporter failed")
+    assert not (tmp_path / "new" / "deploy").exists()  # the directory it created is gone
+    out = tmp_path / "kept"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"old graph")
+    r = _export("--model", classifier_dir, "-o", out, "--overwrite")
+    _one_line(r, "exporter failed")
+    assert _listing(out) == {"model.onnx": b"old graph"}  # no staging directory left either
 
 
 def test_fold_weight_ops_dedupes_shared_weights(
@@ -271,13 +349,13 @@ def test_int8_accuracy_on_chnsenticorp_within_one_point(tmp_path: Path) -> None:
     fp32 = accuracy(lambda f: ex.torch_outputs(model, "classifier", f)[0])
     assert fp32 > 0.7, fp32  # it learned something, so the comparison means something
 
-    out = tmp_path / "int8" / "model.onnx"
+    out = tmp_path / "int8"
     r = runner.invoke(
         ROOT, ["export", "--model", str(model_dir), "-o", str(out), "--quantize", "int8"]
     )
     assert r.exit_code == 0, r.output
-    session = ex.ort_session(out)
+    session = ex.ort_session(out / "model.onnx")
     int8 = accuracy(lambda f: session.run(None, f)[0])
-    graph = onnx.load(str(out)).graph
+    graph = onnx.load(str(out / "model.onnx")).graph
     assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in graph.node)
     assert abs(int8 - fp32) <= 0.01, (fp32, int8)
