@@ -1,6 +1,9 @@
 """``finetune``: train a classification head (and the encoder) on a task, keep the best epoch.
 
-setup -> loop -> save, on the shared plumbing of :mod:`albertzh.train.loop`:
+setup -> loop -> save, on the shared plumbing of :mod:`albertzh.train.loop`; :func:`run` reads
+top to bottom as ``_setup`` -> ``_train`` -> ``_finish``. What setup builds is a ``_Run`` the loop
+only reads; what the loop changes (step, epoch, best result, patience) is a ``_TrainState``, which
+is also what a checkpoint carries.
 
 - setup: read train/dev with the task registry (labels of a generic task come from train),
   tokenize once, load the model dir with a fresh ``classifier`` head (or random weights with
@@ -18,6 +21,8 @@ import json
 import math
 import shutil
 import time
+from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +33,7 @@ from albertzh.console import Summary, err_console, progress
 from albertzh.data import tasks as T
 from albertzh.data.dataset import atomic_write_json
 from albertzh.errors import ConfigError, InputError, ModelDirError
-from albertzh.train.loop import TrainConfig
+from albertzh.train import loop as tr
 
 BEST_DIR = "best"
 METRICS_JSON = "metrics.json"
@@ -36,7 +41,7 @@ METRICS_JSON = "metrics.json"
 LOWER_IS_BETTER = {"loss", "mse"}
 
 
-class FinetuneConfig(TrainConfig):
+class FinetuneConfig(tr.TrainConfig):
     """Options of ``albertzh finetune`` (the training flags are shared with pretrain)."""
 
     task: str = Field(..., description=f"Task: {', '.join(T.task_names())}.")
@@ -196,15 +201,14 @@ def evaluate_dev(
 ) -> dict[str, Any]:
     """Dev metrics; under DDP each rank scores every world-th row and the logits are gathered."""
     from albertzh.train.inference import predict_logits
-    from albertzh.train.loop import all_gather_objects, unwrap_model
 
-    bare = unwrap_model(model)
+    bare = tr.unwrap_model(model)
     idx = list(range(rank, len(encoded), world))
     logits = predict_logits(
         bare, [encoded[i] for i in idx], pad_id=pad_id, batch_size=batch_size, precision=precision
     )
     full = None
-    for part_idx, part in all_gather_objects((idx, logits)):
+    for part_idx, part in tr.all_gather_objects((idx, logits)):
         if full is None:
             full = np.zeros((len(encoded), part.shape[-1]), dtype=np.float32)
         full[part_idx] = part
@@ -212,301 +216,207 @@ def evaluate_dev(
     return T.score_logits(full, examples, list(task.labels or ()), task.regression)
 
 
+# --------------------------------------------------------------------------- the run's state
+
+
+@dataclass
+class _Data:
+    """The task, its metric and its splits, tokenized once (setup's part that writes nothing)."""
+
+    task: T.Task
+    metric: str
+    tokenizer: Any
+    train_path: Path
+    train: list[T.Example]
+    train_enc: list[tuple[list[int], list[int]]]
+    train_y: np.ndarray
+    dev_path: Path | None
+    dev: list[T.Example] | None
+    dev_enc: list[tuple[list[int], list[int]]] | None
+
+
+@dataclass
+class _Run:
+    """What setup builds and the loop only reads (the objects inside keep their own state)."""
+
+    cfg: FinetuneConfig
+    dist: tr.DistInfo
+    precision: str
+    data: _Data
+    total: int  # optimizer steps of the whole run
+    run_dir: Path
+    ckpt: tr.Checkpointer
+    model: Any  # DDP-wrapped (and compiled) when asked
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    log: tr.MetricsLog
+    meta: dict[str, Any]  # albertzh.json of checkpoints, best/ and the final model dir
+
+
+@dataclass
+class _TrainState:
+    """What the loop changes; a checkpoint carries all of it (``step`` in its own field)."""
+
+    step: int = 0
+    epoch: int = 0
+    group: int = 0  # optimizer steps already taken in this epoch
+    best: dict[str, float] | None = None  # dev metrics of the best evaluation (no per_class)
+    best_step: int | None = None
+    best_metrics: dict[str, Any] | None = None  # the same with per_class, for metrics.json
+    bad_evals: int = 0  # evaluations in a row without gain (--patience)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any]) -> _TrainState:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "step"}
+
+
 # --------------------------------------------------------------------------- the stage
 
 
 def run(cfg: FinetuneConfig) -> Summary:
     """Finetune ``cfg.model`` on ``cfg.task``; the run dir ends as the best model dir."""
-    import torch
-
-    from albertzh.model import AlbertForSequenceClassification
-    from albertzh.tokenizer import load_tokenizer
-    from albertzh.train import loop as tr
-    from albertzh.train.inference import collate, encode_pairs
-
     t_start = time.perf_counter()
-    # ---- setup
     dist = tr.init_distributed(cfg.device)
     try:
-        precision = tr.resolve_precision(cfg.precision, dist.device)
-        task, data = _load_data(cfg)
-        metric = cfg.metric or task.metric
-        valid = (
-            {"loss", "pearson", "spearman", "mse"}
-            if task.regression
-            else {"loss", "accuracy", "macro_f1"}
-        )
-        if metric not in valid:
-            raise ConfigError(f"--metric: {metric!r} is not one of {', '.join(sorted(valid))}")
-        tokenizer = load_tokenizer(cfg.model)
-        train_path, train = data["train"]
-        train_enc = encode_pairs(tokenizer, ((e.text_a, e.text_b) for e in train), cfg.max_seq_len)
-        train_y = _label_ids(task, train)
-        dev_path, dev = data["dev"] if data["dev"] else (None, None)
-        dev_enc = (
-            encode_pairs(tokenizer, ((e.text_a, e.text_b) for e in dev), cfg.max_seq_len)
-            if dev
-            else None
-        )
-
-        micro_per_epoch = math.ceil((len(train) // dist.world_size) / cfg.batch_size)
-        steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
-        total = tr.total_steps(cfg, steps_per_epoch)
-        warmup = tr.warmup_for(cfg, total)
-
-        run_dir = Path(cfg.output)
-        ckpt = tr.Checkpointer(run_dir, keep_last=cfg.keep_last, is_main=dist.is_main)
-        resume_from = ckpt.latest() if cfg.resume else None
-        tr.set_seed(cfg.seed)
-        if resume_from is not None:
-            _check_resume(resume_from, task)
-            model = AlbertForSequenceClassification.from_pretrained(resume_from)
-        else:
-            model = build_model(cfg, task)
-        if tokenizer.vocab_size > model.config.vocab_size:
-            raise ModelDirError(
-                f"{cfg.model}: vocab has {tokenizer.vocab_size} tokens but the model only {model.config.vocab_size}"
-            )
-        # Every check has passed: only now create (or clear) the run dir.
-        tr.prepare_run_dir(
-            run_dir, resume=cfg.resume, overwrite=cfg.overwrite, is_main=dist.is_main
-        )
-        model = tr.wrap_model(model, dist, compile=cfg.compile)
-        optimizer = tr.build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
-        scheduler = tr.build_scheduler(optimizer, cfg.schedule, warmup, total)
-        scaler = tr.make_grad_scaler(precision, dist.device)
-
-        state: dict[str, Any] = {
-            "step": 0,
-            "epoch": 0,
-            "group": 0,  # optimizer steps already taken in this epoch
-            "best": None,
-            "best_step": None,
-            "best_metrics": None,
-            "bad_evals": 0,
-            "history": [],
-        }
-        if resume_from is not None:
-            # This also restores the rank's RNG: dropout goes on as if never interrupted.
-            state.update(
-                ckpt.load(resume_from, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
-            )
-            err_console.print(
-                f"resuming from {resume_from} (step {state['step']})", highlight=False
-            )
-            _restore_best(run_dir, state, dist.is_main)
-        else:
-            tr.set_seed(cfg.seed + 1000 * dist.rank)  # dropout masks differ per rank
-        log = tr.MetricsLog(
-            run_dir, is_main=dist.is_main, resume_step=state["step"] if resume_from else None
-        )
-        meta = {
-            "stage": "finetune",
-            "task": task.name,
-            "labels": list(task.labels or ()),
-            "regression": task.regression,
-            "fields": {"text_a": task.text_a, "text_b": task.text_b, "label": task.label},
-            "max_seq_len": cfg.max_seq_len,
-            "label_desc": T.label_descriptions(train) or None,
-            "base_model": str(cfg.model),
-            "random_init": cfg.random_init,
-            "config": cfg.model_dump(mode="json"),
-        }
-
-        def loss_fn(m: Any, batch: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-            logits = m(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                token_type_ids=batch["token_type_ids"],
-            ).logits
-            loss = tr.unwrap_model(m).compute_loss(logits.float(), batch["labels"])
-            if task.regression:
-                return loss, {}
-            acc = (logits.argmax(-1) == batch["labels"]).float().mean()
-            return loss, {"accuracy": acc.detach()}
-
-        def make_batch(idx: list[int]) -> dict[str, Any]:
-            b = collate(train_enc, idx, tokenizer.pad_id)
-            b["labels"] = torch.from_numpy(train_y[idx])
-            return b
-
-        def dev_eval() -> bool:
-            """Evaluate, keep the best model; True when patience is exhausted."""
-            if dev is None:
-                return False
-            m = evaluate_dev(
-                model,
-                dev_enc,
-                dev,
-                task,
-                pad_id=tokenizer.pad_id,
-                batch_size=cfg.eval_batch_size,
-                precision=precision,
-                rank=dist.rank,
-                world=dist.world_size,
-            )
-            flat = {k: float(v) for k, v in m.items() if k != "per_class"}
-            log.log(state["step"], "dev", epoch=state["epoch"], **flat)
-            state["history"].append({"step": state["step"], "epoch": state["epoch"], **flat})
-            if _better(metric, flat, state["best"]):
-                state.update(best=flat, best_step=state["step"], best_metrics=m, bad_evals=0)
-                if dist.is_main:
-                    tr.unwrap_model(model).save_pretrained(
-                        run_dir / BEST_DIR,
-                        tokenizer=tokenizer,
-                        meta={**meta, "step": state["step"], "metrics": flat},
-                    )
-                tr.barrier()
-            else:
-                state["bad_evals"] += 1
-            return bool(cfg.patience) and state["bad_evals"] >= cfg.patience
-
-        def save_checkpoint() -> None:
-            ckpt.save(
-                state["step"],
-                model,
-                tokenizer=tokenizer,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=scaler,
-                train_state={k: v for k, v in state.items() if k != "step"},
-                meta=meta,
-            )
-
-        # ---- loop
-        stopped = "completed"
-        avg = tr.Averager()
-        last_eval_step = -1
-        with tr.StopFlag() as stop, progress("finetune", total=total, enabled=dist.is_main) as bar:
-            bar.skip(state["step"])
-            while state["step"] < total and stopped == "completed":
-                micro = epoch_batches(
-                    len(train), cfg.batch_size, state["epoch"], cfg.seed, dist.rank, dist.world_size
-                )
-                groups = [
-                    micro[i : i + cfg.grad_accum] for i in range(0, len(micro), cfg.grad_accum)
-                ]
-                for group in groups[state["group"] :]:
-                    res = tr.train_step(
-                        model,
-                        [make_batch(b) for b in group],
-                        loss_fn,
-                        optimizer,
-                        scheduler,
-                        scaler=scaler,
-                        precision=precision,
-                        device=dist.device,
-                        max_grad_norm=cfg.max_grad_norm,
-                    )
-                    state["step"] += 1
-                    state["group"] += 1
-                    avg.add({"loss": res.loss, **res.metrics})
-                    bar.advance(1)
-                    if state["step"] % cfg.log_every == 0 or state["step"] == total:
-                        means = tr.mean_across_ranks(avg.pop())
-                        log.log(
-                            state["step"],
-                            "train",
-                            epoch=state["epoch"],
-                            lr=res.lr,
-                            grad_norm=res.grad_norm,
-                            **means,
-                        )
-                        bar.log(
-                            step=state["step"], epoch=state["epoch"], loss=means["loss"], lr=res.lr
-                        )
-                    if cfg.eval_every and state["step"] % cfg.eval_every == 0:
-                        last_eval_step = state["step"]
-                        if dev_eval():
-                            stopped = "early_stopping"
-                    if cfg.save_every and state["step"] % cfg.save_every == 0:
-                        save_checkpoint()
-                    if stop.check():
-                        stopped = "interrupted"
-                    if stopped != "completed" or state["step"] >= total:
-                        break
-                if stopped == "completed" and state["group"] >= len(groups):
-                    # Epoch end: evaluate, then checkpoint at the start of the next epoch.
-                    if last_eval_step != state["step"]:
-                        last_eval_step = state["step"]
-                        if dev_eval():
-                            stopped = "early_stopping"
-                    state["epoch"] += 1
-                    state["group"] = 0
-                    save_checkpoint()
-            if stopped == "completed" and last_eval_step != state["step"]:
-                dev_eval()  # a run that ends mid-epoch (--steps, fractional --epochs)
-
-        if stopped == "interrupted":
-            save_checkpoint()
-            log.close()
-            return Summary(
-                "finetune",
-                {
-                    "interrupted": True,
-                    "signal": stop.signal_name,
-                    "interrupted_at_step": state["step"],
-                    "resume": f"albertzh finetune ... -o {run_dir} --resume",
-                },
-                exit_code=stop.exit_code,
-            )
-
-        # ---- save: the best model (or the last one without a dev split) becomes the run dir
-        final_model: Any = model
-        if dev is not None and dist.is_main and (run_dir / BEST_DIR).is_dir():
-            final_model = AlbertForSequenceClassification.from_pretrained(run_dir / BEST_DIR)
-        best_flat = None
-        if state["best_metrics"] is not None:
-            best_flat = {k: v for k, v in state["best_metrics"].items() if k != "per_class"}
-        ckpt.finalize(
-            final_model,
-            tokenizer=tokenizer,
-            meta={**meta, "step": state["best_step"] or state["step"], "metrics": best_flat},
-        )
-        seconds = time.perf_counter() - t_start
-        report = {
-            "task": task.name,
-            "metric": metric,
-            "labels": list(task.labels or ()),
-            "best": (
-                {"step": state["best_step"], **state["best_metrics"]}
-                if state["best_metrics"]
-                else None
-            ),
-            "dev_history": state["history"],
-            "train": {
-                "file": str(train_path),
-                "examples": len(train),
-                "steps": state["step"],
-                "epochs_done": state["epoch"],
-                "stopped": stopped,
-                "seconds": round(seconds, 2),
-            },
-            "dev_file": str(dev_path) if dev_path else None,
-        }
-        if dist.is_main:
-            atomic_write_json(run_dir / METRICS_JSON, report)
-            shutil.rmtree(run_dir / BEST_DIR, ignore_errors=True)
-        log.close()
-        tr.barrier()
+        return _run(cfg, dist, t_start)
     finally:
         tr.cleanup_distributed()
 
-    figures: dict[str, Any] = {
+
+def _run(cfg: FinetuneConfig, dist: tr.DistInfo, t_start: float) -> Summary:
+    # ---- setup: every check first, then the run dir, model, optimizer (and a resume)
+    r, st = _setup(cfg, dist)
+
+    # ---- loop: epochs of steps; dev evaluation keeps the best model in best/
+    with tr.StopFlag() as stop, progress("finetune", total=r.total, enabled=dist.is_main) as bar:
+        bar.skip(st.step)
+        stopped = _train(r, st, stop, bar)
+    if stopped == "interrupted":
+        return _interrupted(r, st, stop)
+
+    # ---- save: the best model (or the last one without a dev split) becomes the run dir
+    best_flat = _finish(r, st, stopped, t_start)
+    return Summary("finetune", _figures(r, st, stopped, best_flat, t_start))
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def _setup(cfg: FinetuneConfig, dist: tr.DistInfo) -> tuple[_Run, _TrainState]:
+    """Read and check the inputs, then build the run; on --resume, restore where it stopped."""
+    precision = tr.resolve_precision(cfg.precision, dist.device)
+    data = _read_data(cfg)
+    micro_per_epoch = math.ceil((len(data.train) // dist.world_size) / cfg.batch_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
+    total = tr.total_steps(cfg, steps_per_epoch)
+    warmup = tr.warmup_for(cfg, total)
+
+    run_dir = Path(cfg.output)
+    ckpt = tr.Checkpointer(run_dir, keep_last=cfg.keep_last, is_main=dist.is_main)
+    resume_from = ckpt.latest() if cfg.resume else None
+    model = _load_model(cfg, data, resume_from)
+    # Every check has passed: only now create (or clear) the run dir.
+    tr.prepare_run_dir(run_dir, resume=cfg.resume, overwrite=cfg.overwrite, is_main=dist.is_main)
+    model = tr.wrap_model(model, dist, compile=cfg.compile)
+    optimizer = tr.build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
+    scheduler = tr.build_scheduler(optimizer, cfg.schedule, warmup, total)
+    scaler = tr.make_grad_scaler(precision, dist.device)
+
+    st = _TrainState()
+    if resume_from is not None:
+        # This also restores the rank's RNG: dropout goes on as if never interrupted.
+        saved = ckpt.load(resume_from, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        st = _TrainState.from_checkpoint(saved)
+        err_console.print(f"resuming from {resume_from} (step {st.step})", highlight=False)
+        _restore_best(run_dir, bool(st.best), dist.is_main)
+    else:
+        tr.set_seed(cfg.seed + 1000 * dist.rank)  # dropout masks differ per rank
+    log = tr.MetricsLog(run_dir, is_main=dist.is_main, resume_step=st.step if resume_from else None)
+    r = _Run(
+        cfg=cfg,
+        dist=dist,
+        precision=precision,
+        data=data,
+        total=total,
+        run_dir=run_dir,
+        ckpt=ckpt,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        log=log,
+        meta=_model_meta(cfg, data),
+    )
+    return r, st
+
+
+def _read_data(cfg: FinetuneConfig) -> _Data:
+    """The task and its splits, tokenized; the --metric is checked against the task's kind."""
+    from albertzh.tokenizer import load_tokenizer
+    from albertzh.train.inference import encode_pairs
+
+    task, data = _load_data(cfg)
+    metric = cfg.metric or task.metric
+    valid = (
+        {"loss", "pearson", "spearman", "mse"}
+        if task.regression
+        else {"loss", "accuracy", "macro_f1"}
+    )
+    if metric not in valid:
+        raise ConfigError(f"--metric: {metric!r} is not one of {', '.join(sorted(valid))}")
+    tokenizer = load_tokenizer(cfg.model)
+    train_path, train = data["train"]
+    train_enc = encode_pairs(tokenizer, ((e.text_a, e.text_b) for e in train), cfg.max_seq_len)
+    train_y = _label_ids(task, train)
+    dev_path, dev = data["dev"] if data["dev"] else (None, None)
+    dev_enc = (
+        encode_pairs(tokenizer, ((e.text_a, e.text_b) for e in dev), cfg.max_seq_len)
+        if dev
+        else None
+    )
+    return _Data(
+        task, metric, tokenizer, train_path, train, train_enc, train_y, dev_path, dev, dev_enc
+    )
+
+
+def _load_model(cfg: FinetuneConfig, data: _Data, resume_from: Path | None) -> Any:
+    """The classifier to train: the checkpoint's on --resume, else the model dir's (new head)."""
+    from albertzh.model import AlbertForSequenceClassification
+
+    tr.set_seed(cfg.seed)  # the new head's initial weights
+    if resume_from is not None:
+        _check_resume(resume_from, data.task)
+        model = AlbertForSequenceClassification.from_pretrained(resume_from)
+    else:
+        model = build_model(cfg, data.task)
+    if data.tokenizer.vocab_size > model.config.vocab_size:
+        raise ModelDirError(
+            f"{cfg.model}: vocab has {data.tokenizer.vocab_size} tokens but the model only {model.config.vocab_size}"
+        )
+    return model
+
+
+def _model_meta(cfg: FinetuneConfig, data: _Data) -> dict[str, Any]:
+    """albertzh.json of the model dirs this run writes (eval and predict read it back)."""
+    task = data.task
+    return {
+        "stage": "finetune",
         "task": task.name,
-        "output": str(run_dir),
-        "train_examples": len(train),
-        "dev_examples": len(dev) if dev else 0,
-        "steps": state["step"],
-        "stopped": stopped,
+        "labels": list(task.labels or ()),
+        "regression": task.regression,
+        "fields": {"text_a": task.text_a, "text_b": task.text_b, "label": task.label},
+        "max_seq_len": cfg.max_seq_len,
+        "label_desc": T.label_descriptions(data.train) or None,
+        "base_model": str(cfg.model),
+        "random_init": cfg.random_init,
+        "config": cfg.model_dump(mode="json"),
     }
-    if best_flat:
-        figures[f"best_dev_{metric}"] = round(float(best_flat[metric]), 6)
-        figures["best_step"] = state["best_step"]
-        if "accuracy" in best_flat and metric != "accuracy":
-            figures["best_dev_accuracy"] = round(float(best_flat["accuracy"]), 6)
-    figures["seconds"] = round(time.perf_counter() - t_start, 2)
-    return Summary("finetune", figures)
 
 
 def _check_resume(path: Path, task: T.Task) -> None:
@@ -517,12 +427,10 @@ def _check_resume(path: Path, task: T.Task) -> None:
         )
 
 
-def _restore_best(run_dir: Path, state: dict[str, Any], is_main: bool) -> None:
+def _restore_best(run_dir: Path, has_best: bool, is_main: bool) -> None:
     """A finished run keeps its best model in the run dir itself; put it back in ``best/``."""
-    from albertzh.train.loop import barrier
-
     best = run_dir / BEST_DIR
-    if is_main and state.get("best") and not best.is_dir() and (run_dir / "config.json").is_file():
+    if is_main and has_best and not best.is_dir() and (run_dir / "config.json").is_file():
         tmp = run_dir / f".{BEST_DIR}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -530,4 +438,256 @@ def _restore_best(run_dir: Path, state: dict[str, Any], is_main: bool) -> None:
             if p.is_file() and p.name not in (METRICS_JSON, "metrics.jsonl"):
                 shutil.copy2(p, tmp / p.name)
         tmp.rename(best)
-    barrier()
+    tr.barrier()
+
+
+# --------------------------------------------------------------------------- loop
+
+
+def _train(r: _Run, st: _TrainState, stop: tr.StopFlag, bar: Any) -> str:
+    """Optimizer steps from where ``st`` stands until the last one, early stopping or a stop
+    request; returns which: ``completed``, ``early_stopping`` or ``interrupted``.
+
+    Every rank takes the same steps and reaches the same decisions (the dev metrics and the stop
+    request are agreed over all ranks), so the collectives line up.
+    """
+    cfg = r.cfg
+    avg = tr.Averager()
+    last_eval_step = -1  # the step this process last evaluated (not carried over a resume)
+    while st.step < r.total:
+        groups = _step_groups(r, st.epoch)
+        for group in groups[st.group :]:  # a resume goes on mid-epoch
+            res = _train_step(r, group)
+            st.step += 1
+            st.group += 1
+            avg.add({"loss": res.loss, **res.metrics})
+            bar.advance(1)
+            if st.step % cfg.log_every == 0 or st.step == r.total:
+                _log_train(r, st, avg.pop(), res, bar)
+            stop_early = False
+            if cfg.eval_every and st.step % cfg.eval_every == 0:
+                last_eval_step = st.step
+                stop_early = _evaluate(r, st)
+            if cfg.save_every and st.step % cfg.save_every == 0:
+                _save_checkpoint(r, st)
+            if stop.check():  # asked at every step: it is a collective under DDP
+                return "interrupted"
+            if stop_early:
+                return "early_stopping"
+            if st.step >= r.total:
+                break
+        if st.group >= len(groups):
+            # Epoch end: evaluate, then checkpoint at the start of the next epoch.
+            stop_early = False
+            if last_eval_step != st.step:
+                last_eval_step = st.step
+                stop_early = _evaluate(r, st)
+            st.epoch += 1
+            st.group = 0
+            _save_checkpoint(r, st)
+            if stop_early:
+                return "early_stopping"
+    if last_eval_step != st.step:
+        _evaluate(r, st)  # a run that ends mid-epoch (--steps, fractional --epochs)
+    return "completed"
+
+
+def _step_groups(r: _Run, epoch: int) -> list[list[list[int]]]:
+    """This rank's optimizer steps of ``epoch``: its micro-batches, ``--grad-accum`` per step."""
+    cfg, dist = r.cfg, r.dist
+    micro = epoch_batches(
+        len(r.data.train), cfg.batch_size, epoch, cfg.seed, dist.rank, dist.world_size
+    )
+    return [micro[i : i + cfg.grad_accum] for i in range(0, len(micro), cfg.grad_accum)]
+
+
+def _train_step(r: _Run, group: list[list[int]]) -> tr.StepResult:
+    """One optimizer step over the micro-batches of ``group`` (rows of train)."""
+    return tr.train_step(
+        r.model,
+        [_train_batch(r.data, rows) for rows in group],
+        partial(_classifier_loss, regression=r.data.task.regression),
+        r.optimizer,
+        r.scheduler,
+        scaler=r.scaler,
+        precision=r.precision,
+        device=r.dist.device,
+        max_grad_norm=r.cfg.max_grad_norm,
+    )
+
+
+def _train_batch(data: _Data, rows: list[int]) -> dict[str, Any]:
+    import torch
+
+    from albertzh.train.inference import collate
+
+    batch = collate(data.train_enc, rows, data.tokenizer.pad_id)
+    batch["labels"] = torch.from_numpy(data.train_y[rows])
+    return batch
+
+
+def _classifier_loss(m: Any, batch: dict[str, Any], regression: bool) -> tuple[Any, dict[str, Any]]:
+    """The model's loss (cross-entropy, or MSE for regression) and the batch accuracy."""
+    logits = m(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        token_type_ids=batch["token_type_ids"],
+    ).logits
+    loss = tr.unwrap_model(m).compute_loss(logits.float(), batch["labels"])
+    if regression:
+        return loss, {}
+    acc = (logits.argmax(-1) == batch["labels"]).float().mean()
+    return loss, {"accuracy": acc.detach()}
+
+
+def _log_train(
+    r: _Run, st: _TrainState, sums: dict[str, float], res: tr.StepResult, bar: Any
+) -> None:
+    """A train line in metrics.jsonl and on the progress bar (means over the steps and ranks)."""
+    means = tr.mean_across_ranks(sums)
+    r.log.log(st.step, "train", epoch=st.epoch, lr=res.lr, grad_norm=res.grad_norm, **means)
+    bar.log(step=st.step, epoch=st.epoch, loss=means["loss"], lr=res.lr)
+
+
+# --------------------------------------------------------------------------- dev and the best model
+
+
+def _evaluate(r: _Run, st: _TrainState) -> bool:
+    """Score dev, log it and keep the best model; True when --patience is exhausted."""
+    data = r.data
+    if data.dev is None:
+        return False
+    m = evaluate_dev(
+        r.model,
+        data.dev_enc,
+        data.dev,
+        data.task,
+        pad_id=data.tokenizer.pad_id,
+        batch_size=r.cfg.eval_batch_size,
+        precision=r.precision,
+        rank=r.dist.rank,
+        world=r.dist.world_size,
+    )
+    flat = {k: float(v) for k, v in m.items() if k != "per_class"}
+    r.log.log(st.step, "dev", epoch=st.epoch, **flat)
+    st.history.append({"step": st.step, "epoch": st.epoch, **flat})
+    _track_best(r, st, m, flat)
+    return bool(r.cfg.patience) and st.bad_evals >= r.cfg.patience
+
+
+def _track_best(r: _Run, st: _TrainState, m: dict[str, Any], flat: dict[str, float]) -> None:
+    """A new best evaluation is written to ``best/`` (rank 0); any other counts as a bad one."""
+    if not _better(r.data.metric, flat, st.best):
+        st.bad_evals += 1
+        return
+    st.best, st.best_step, st.best_metrics, st.bad_evals = flat, st.step, m, 0
+    if r.dist.is_main:
+        tr.unwrap_model(r.model).save_pretrained(
+            r.run_dir / BEST_DIR,
+            tokenizer=r.data.tokenizer,
+            meta={**r.meta, "step": st.step, "metrics": flat},
+        )
+    tr.barrier()
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _save_checkpoint(r: _Run, st: _TrainState) -> None:
+    """A checkpoint at ``st.step`` (a collective: every rank calls it)."""
+    r.ckpt.save(
+        st.step,
+        r.model,
+        tokenizer=r.data.tokenizer,
+        optimizer=r.optimizer,
+        scheduler=r.scheduler,
+        scaler=r.scaler,
+        train_state=st.to_checkpoint(),
+        meta=r.meta,
+    )
+
+
+# --------------------------------------------------------------------------- finish
+
+
+def _interrupted(r: _Run, st: _TrainState, stop: tr.StopFlag) -> Summary:
+    """Checkpoint where the run stopped; the summary says how to resume (exit 130/143)."""
+    _save_checkpoint(r, st)
+    r.log.close()
+    return Summary(
+        "finetune",
+        {
+            "interrupted": True,
+            "signal": stop.signal_name,
+            "interrupted_at_step": st.step,
+            "resume": f"albertzh finetune ... -o {r.run_dir} --resume",
+        },
+        exit_code=stop.exit_code,
+    )
+
+
+def _finish(r: _Run, st: _TrainState, stopped: str, t_start: float) -> dict[str, Any] | None:
+    """Make the run dir the best model and write metrics.json; returns the best dev metrics."""
+    from albertzh.model import AlbertForSequenceClassification
+
+    final_model: Any = r.model
+    if r.data.dev is not None and r.dist.is_main and (r.run_dir / BEST_DIR).is_dir():
+        final_model = AlbertForSequenceClassification.from_pretrained(r.run_dir / BEST_DIR)
+    best_flat = None
+    if st.best_metrics is not None:
+        best_flat = {k: v for k, v in st.best_metrics.items() if k != "per_class"}
+    r.ckpt.finalize(
+        final_model,
+        tokenizer=r.data.tokenizer,
+        meta={**r.meta, "step": st.best_step or st.step, "metrics": best_flat},
+    )
+    report = _report(r, st, stopped, seconds=time.perf_counter() - t_start)
+    if r.dist.is_main:
+        atomic_write_json(r.run_dir / METRICS_JSON, report)
+        shutil.rmtree(r.run_dir / BEST_DIR, ignore_errors=True)
+    r.log.close()
+    tr.barrier()
+    return best_flat
+
+
+def _report(r: _Run, st: _TrainState, stopped: str, seconds: float) -> dict[str, Any]:
+    """metrics.json: the best dev result, every evaluation and how training went."""
+    data = r.data
+    return {
+        "task": data.task.name,
+        "metric": data.metric,
+        "labels": list(data.task.labels or ()),
+        "best": {"step": st.best_step, **st.best_metrics} if st.best_metrics else None,
+        "dev_history": st.history,
+        "train": {
+            "file": str(data.train_path),
+            "examples": len(data.train),
+            "steps": st.step,
+            "epochs_done": st.epoch,
+            "stopped": stopped,
+            "seconds": round(seconds, 2),
+        },
+        "dev_file": str(data.dev_path) if data.dev_path else None,
+    }
+
+
+def _figures(
+    r: _Run, st: _TrainState, stopped: str, best_flat: dict[str, Any] | None, t_start: float
+) -> dict[str, Any]:
+    """The summary's figures: sizes, steps, why it stopped and the best dev result."""
+    data, metric = r.data, r.data.metric
+    figures: dict[str, Any] = {
+        "task": data.task.name,
+        "output": str(r.run_dir),
+        "train_examples": len(data.train),
+        "dev_examples": len(data.dev) if data.dev else 0,
+        "steps": st.step,
+        "stopped": stopped,
+    }
+    if best_flat:
+        figures[f"best_dev_{metric}"] = round(float(best_flat[metric]), 6)
+        figures["best_step"] = st.best_step
+        if "accuracy" in best_flat and metric != "accuracy":
+            figures["best_dev_accuracy"] = round(float(best_flat["accuracy"]), 6)
+    figures["seconds"] = round(time.perf_counter() - t_start, 2)
+    return figures

@@ -400,3 +400,67 @@ def test_an_interrupted_finetune_says_so_and_carries_the_exit_code(
     s = ft.run(cfg_for(trained["base"], trained["data"], tmp_path / "cut", **kw))
     assert s.figures["interrupted"] is True and s.figures["signal"] == "SIGTERM"
     assert s.exit_code == 143
+
+
+def test_eval_every_and_save_every(tmp_path: Path, trained: dict) -> None:
+    """--eval-every/--save-every add to the epoch-end evaluation and checkpoint; a checkpoint
+    carries the loop's whole state (resume reads it back)."""
+    out = tmp_path / "o"
+    kw = {"epochs": 2, "max_train_examples": 64, "eval_every": 3, "save_every": 3, "keep_last": 9}
+    s = ft.run(cfg_for(trained["base"], trained["data"], out, **kw))
+    assert s.figures["steps"] == 8  # 64 rows / 16 -> 4 steps per epoch
+    report = json.loads((out / "metrics.json").read_text())
+    assert [h["step"] for h in report["dev_history"]] == [3, 4, 6, 8]
+    assert [h["epoch"] for h in report["dev_history"]] == [0, 0, 1, 1]
+    assert [step for step, _ in tr.Checkpointer(out).list()] == [3, 4, 6, 8]
+    saved = json.loads((out / "checkpoints/step-00000006/state/train_state.json").read_text())
+    state = saved["ranks"][0]
+    assert list(state) == [
+        "epoch", "group", "best", "best_step", "best_metrics", "bad_evals", "history",
+    ]  # fmt: skip
+    assert (state["epoch"], state["group"]) == (1, 2) and len(state["history"]) == 3
+    assert state["best_step"] in [h["step"] for h in state["history"]]
+
+
+def test_without_a_dev_split_the_last_model_is_kept(tmp_path: Path, trained: dict) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.tsv").write_bytes((trained["data"] / "train.tsv").read_bytes())
+    out = tmp_path / "o"
+    s = ft.run(cfg_for(trained["base"], data, out, epochs=1, max_train_examples=32))
+    assert s.figures["dev_examples"] == 0 and s.figures["stopped"] == "completed"
+    assert not any(k.startswith("best_") for k in s.figures)
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["best"] is None and report["dev_history"] == [] and report["dev_file"] is None
+    last = tr.Checkpointer(out).latest()
+    assert last is not None
+    a, b = load_file(out / "model.safetensors"), load_file(last / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_after_interrupt_at_an_epoch_end_equals_uninterrupted(
+    tmp_path: Path, trained: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped on the last step of an epoch, the run has not evaluated that epoch yet: the
+    resumed run does, and ends as the uninterrupted one."""
+    kw = {"epochs": 2, "dropout": 0.1, "batch_size": 32, "max_train_examples": 96}
+    ft.run(cfg_for(trained["base"], trained["data"], tmp_path / "full", **kw))
+    calls = {"n": 0}
+
+    def stop_at_3(self: tr.StopFlag) -> bool:
+        calls["n"] += 1
+        return calls["n"] == 3  # the last step of epoch 1 (3 steps per epoch)
+
+    monkeypatch.setattr(tr.StopFlag, "check", stop_at_3)
+    s = ft.run(cfg_for(trained["base"], trained["data"], tmp_path / "cut", **kw))
+    assert s.figures["interrupted_at_step"] == 3 and s.exit_code == 143
+    monkeypatch.undo()
+    s = ft.run(cfg_for(trained["base"], trained["data"], tmp_path / "cut", resume=True, **kw))
+    assert s.figures["steps"] == 6 and s.figures["stopped"] == "completed"
+    reports = [json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("full", "cut")]
+    assert reports[0]["dev_history"] == reports[1]["dev_history"]
+    assert reports[0]["best"] == reports[1]["best"]
+    a = load_file(tmp_path / "full" / "model.safetensors")
+    b = load_file(tmp_path / "cut" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
