@@ -207,7 +207,12 @@ def test_print_config(files: dict[str, Path], tmp_path: Path) -> None:
     r = invoke("--config", str(cfg), "--steps", "5", "--print-config")
     assert r.exit_code == 0, r.output
     got = json.loads(r.stdout)
-    assert got["size"] == "small" and got["steps"] == 5 and got["optimizer"] == "auto" and got["lr"] is None
+    assert (
+        got["size"] == "small"
+        and got["steps"] == 5
+        and got["optimizer"] == "auto"
+        and got["lr"] is None
+    )
 
 
 def _losses(run: Path) -> list[float]:
