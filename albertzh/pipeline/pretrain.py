@@ -1,7 +1,10 @@
 """pretrain: ALBERT masked-LM + sentence-order prediction on make-shards instances.
 
 setup (data, vocab, model, run dir) -> loop (train_step, log, eval, checkpoint) -> save (the run
-dir becomes the final model dir). The plumbing (LAMB, schedule, checkpoints, DDP, Ctrl-C) is
+dir becomes the final model dir); ``_run`` reads top to bottom as ``_prepare`` -> ``_train`` ->
+``_finish`` (and ``_summary``). What setup builds is a ``_Run`` the loop only reads; what the loop
+changes (step, data position, last metrics) is a ``_TrainState``, whose step and data position a
+checkpoint carries. The plumbing (LAMB, schedule, checkpoints, DDP, Ctrl-C) is
 :mod:`albertzh.train.loop`; the batches come from :mod:`albertzh.train.instances`.
 
 Losses and metrics are albert_zh's: masked-LM cross-entropy averaged over the real predictions
@@ -16,7 +19,7 @@ import hashlib
 import time
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -303,26 +306,104 @@ def resolve_optimizer(cfg: PretrainConfig, world_size: int = 1) -> tuple[str, fl
     return kind, ADAMW_LR
 
 
-def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
-    from albertzh.model import AlbertForPreTraining
+# --------------------------------------------------------------------------- the run's state
 
-    # ---- setup
+
+@dataclass
+class _Run:
+    """What setup builds and the loop only reads (the objects inside keep their own state)."""
+
+    cfg: PretrainConfig
+    dist: tr.DistInfo
+    setup: _Setup
+    precision: str
+    total: int  # optimizer steps of the whole run
+    run_dir: Path
+    ckpt: tr.Checkpointer
+    resume_from: Path | None  # the checkpoint this run went on from (None: a fresh run)
+    start_step: int  # the step this run started at (the checkpoint's on a resume)
+    model: Any  # DDP-wrapped (and compiled) when asked
+    bare: Any  # the model itself
+    optimizer_kind: str
+    lr: float
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    log: tr.MetricsLog
+    meta: dict[str, Any]  # albertzh.json of the checkpoints and the final model dir
+
+
+@dataclass
+class _TrainState:
+    """What the loop changes. A checkpoint carries ``step`` and this rank's data position
+    (:meth:`to_checkpoint`); the rest is this process's record for the metrics and the summary.
+    """
+
+    step: int = 0
+    epoch: int = 0  # the epoch of the last micro-batch trained on
+    batch: int = 0  # micro-batches of that epoch this rank has consumed
+    tokens: int = 0  # tokens trained on, all ranks together
+    data_digest: int = 0  # running CRC of the token ids this rank trained on
+    last_train: dict[str, float] = field(default_factory=dict)  # the last train log line's means
+    evals: list[dict[str, Any]] = field(default_factory=list)  # {"step", **eval metrics}
+    last_saved: int = -1  # the step of the newest checkpoint (-1: none yet)
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any]) -> _TrainState:
+        step = int(saved.get("step", 0))
+        return cls(
+            step=step,
+            epoch=int(saved["epoch"]),
+            batch=int(saved["batch"]),
+            tokens=saved["tokens"],
+            data_digest=saved.get("data_digest", 0),
+            last_saved=step,
+        )
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "tokens": self.tokens,
+            "data_digest": self.data_digest,
+        }
+
+    def metrics(self) -> dict[str, Any]:
+        """The metrics a checkpoint's (and the final model's) albertzh.json records."""
+        return {"train": self.last_train, "eval": self.evals[-1] if self.evals else {}}
+
+
+def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
+    # ---- setup: every input checked, then the run dir, model, optimizer (and a resume)
+    r, st = _prepare(cfg, dist)
+
+    # ---- loop: optimizer steps, with train log lines, evaluations and checkpoints
+    batches = _train_batches(cfg, r.setup, dist, st.epoch, st.batch)
+    speed = tr.Speedometer(st.step, r.total)
+    t0 = time.perf_counter()
+    if dist.is_main and r.resume_from is not None:
+        err_console.print(f"resuming from {r.resume_from} (step {st.step})", highlight=False)
+    with (
+        tr.StopFlag() as stop,
+        progress("pretrain", total=r.total, enabled=dist.is_main) as bar,
+    ):
+        bar.skip(st.step)
+        interrupted = _train(r, st, batches, stop, bar, speed)
+    batches.close()  # shuts down DataLoader workers now, not at garbage collection
+
+    # ---- save: a last evaluation and checkpoint; the run dir becomes the model dir
+    _finish(r, st, interrupted)
+    return _summary(r, st, stop, interrupted, speed, t0)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def _prepare(cfg: PretrainConfig, dist: tr.DistInfo) -> tuple[_Run, _TrainState]:
+    """Check the inputs, then build the run; on --resume, restore where it stopped."""
     setup = _setup(cfg)
     precision = tr.resolve_precision(cfg.precision, dist.device)
-    shuffle = cfg.shuffle_buffer > 1
-    per_epoch = (
-        batches_per_epoch(
-            setup.train_units,
-            cfg.batch_size,
-            seed=cfg.seed,
-            world_size=dist.world_size,
-            shuffle=shuffle,
-        )
-        // cfg.grad_accum
-    )
-    total = tr.total_steps(
-        cfg if (cfg.steps or cfg.epochs) else cfg.model_copy(update={"epochs": 1.0}), per_epoch
-    )
+    total = _total_steps(cfg, setup, dist)
     run_dir = tr.prepare_run_dir(
         cfg.output, resume=cfg.resume, overwrite=cfg.overwrite, is_main=dist.is_main
     )
@@ -330,185 +411,276 @@ def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
     resume_from = ckpt.latest() if cfg.resume else None
 
     tr.set_seed(cfg.seed)
-    if resume_from is not None:
-        model = AlbertForPreTraining.from_pretrained(resume_from)
-    elif cfg.init_from is not None:
-        model = AlbertForPreTraining.from_pretrained(cfg.init_from)
-    else:
-        model = AlbertForPreTraining(setup.model_config)
-    model = tr.wrap_model(model, dist, compile=cfg.compile)
+    model = tr.wrap_model(_load_model(cfg, setup, resume_from), dist, compile=cfg.compile)
     kind, lr = resolve_optimizer(cfg, dist.world_size)
     optimizer = tr.build_optimizer(model, kind, lr, cfg.weight_decay)
     scheduler = tr.build_scheduler(optimizer, cfg.schedule, tr.warmup_for(cfg, total), total)
     scaler = tr.make_grad_scaler(precision, dist.device)
 
-    state: dict[str, Any] = {"epoch": 0, "batch": 0, "tokens": 0}
+    st = _TrainState()
     if resume_from is not None:
-        state = ckpt.load(resume_from, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
-    step = int(state.get("step", 0))
-    start_step = step
-    metrics_log = tr.MetricsLog(
-        run_dir, dist.is_main, resume_step=step if resume_from is not None else None
+        # This also restores the rank's RNG: masking and dropout go on as if never interrupted.
+        saved = ckpt.load(resume_from, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        st = _TrainState.from_checkpoint(saved)
+    log = tr.MetricsLog(
+        run_dir, dist.is_main, resume_step=st.step if resume_from is not None else None
     )
-    bare = tr.unwrap_model(model)
-    meta_base = {
+    r = _Run(
+        cfg=cfg,
+        dist=dist,
+        setup=setup,
+        precision=precision,
+        total=total,
+        run_dir=run_dir,
+        ckpt=ckpt,
+        resume_from=resume_from,
+        start_step=st.step,
+        model=model,
+        bare=tr.unwrap_model(model),
+        optimizer_kind=kind,
+        lr=lr,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        log=log,
+        meta=_model_meta(cfg, setup, kind, lr, dist.world_size),
+    )
+    return r, st
+
+
+def _total_steps(cfg: PretrainConfig, setup: _Setup, dist: tr.DistInfo) -> int:
+    """Optimizer steps of the run: --steps, or --epochs (one epoch when neither is given)."""
+    per_epoch = (
+        batches_per_epoch(
+            setup.train_units,
+            cfg.batch_size,
+            seed=cfg.seed,
+            world_size=dist.world_size,
+            shuffle=cfg.shuffle_buffer > 1,
+        )
+        // cfg.grad_accum
+    )
+    return tr.total_steps(
+        cfg if (cfg.steps or cfg.epochs) else cfg.model_copy(update={"epochs": 1.0}), per_epoch
+    )
+
+
+def _load_model(cfg: PretrainConfig, setup: _Setup, resume_from: Path | None) -> Any:
+    """The checkpoint's model on --resume, else --init-from's, else new random weights."""
+    from albertzh.model import AlbertForPreTraining
+
+    if resume_from is not None:
+        return AlbertForPreTraining.from_pretrained(resume_from)
+    if cfg.init_from is not None:
+        return AlbertForPreTraining.from_pretrained(cfg.init_from)
+    return AlbertForPreTraining(setup.model_config)
+
+
+def _model_meta(
+    cfg: PretrainConfig, setup: _Setup, kind: str, lr: float, world_size: int
+) -> dict[str, Any]:
+    """albertzh.json of the checkpoints and the final model dir (less step and metrics)."""
+    return {
         "stage": "pretrain",
         "config": cfg.model_dump(mode="json"),
         "optimizer": {"kind": kind, "lr": lr},
         "data": {"path": str(cfg.data), "vocab": setup.data.vocab, "rows": setup.data.rows},
-        "world_size": dist.world_size,
+        "world_size": world_size,
     }
 
-    def evaluate() -> dict[str, float]:
-        assert setup.eval_spec is not None
-        return evaluate_units(
-            model,
-            setup.eval_units,
-            setup.eval_spec,
-            batch_size=cfg.batch_size,
-            device=dist.device,
-            precision=precision,
-            max_batches=cfg.eval_batches,
-            seed=cfg.seed,
-            rank=dist.rank,
-            world_size=dist.world_size,
-        )
 
-    def save(at: int, metrics: dict[str, Any]) -> None:
-        ckpt.save(
-            at,
-            model,
-            tokenizer=setup.tokenizer,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            scaler=scaler,
-            train_state={k: state.get(k, 0) for k in ("epoch", "batch", "tokens", "data_digest")},
-            meta={**meta_base, "metrics": metrics},
-        )
+# --------------------------------------------------------------------------- loop
 
-    # ---- loop
-    evals: list[dict[str, Any]] = []
-    last_train: dict[str, float] = {}
-    last_saved = step if resume_from is not None else -1
-    interrupted = False
-    batches = _train_batches(cfg, setup, dist, int(state["epoch"]), int(state["batch"]))
-    speed = tr.Speedometer(step, total)
+
+def _train(
+    r: _Run,
+    st: _TrainState,
+    batches: Iterator[tuple[int, dict[str, Any]]],
+    stop: tr.StopFlag,
+    bar: Any,
+    speed: tr.Speedometer,
+) -> bool:
+    """Optimizer steps from ``st.step`` to the last one or a stop request; True when stopped.
+
+    Every rank takes the same steps and calls the same collectives in the same order (the means
+    of a log line, evaluation, checkpoints, the stop request agreed over all ranks).
+    """
+    cfg = r.cfg
     avg = tr.Averager()
-    t0 = time.perf_counter()
-    if dist.is_main and resume_from is not None:
-        err_console.print(f"resuming from {resume_from} (step {step})", highlight=False)
-    with (
-        tr.StopFlag() as stop,
-        progress("pretrain", total=total, enabled=dist.is_main) as bar,
-    ):
-        bar.skip(step)
-        while step < total:
-            micro = []
-            for _ in range(cfg.grad_accum):
-                epoch, batch = next(batches)
-                state["epoch"], state["batch"] = epoch, int(batch.pop("batch_index")) + 1
-                state["data_digest"] = _data_digest(batch, state.get("data_digest", 0))
-                micro.append(batch)
-            tokens = sum(int(b.pop("num_tokens")) for b in micro)
-            result = tr.train_step(
-                model,
-                micro,
-                pretraining_loss,
-                optimizer,
-                scheduler,
-                scaler=scaler,
-                precision=precision,
-                device=dist.device,
-                max_grad_norm=cfg.max_grad_norm,
-            )
-            step += 1
-            state["tokens"] += tokens * dist.world_size
-            avg.add({"loss": result.loss, **result.metrics, "grad_norm": result.grad_norm})
-            rate = speed.update(step, tokens * dist.world_size)
-            bar.advance(1)
-            bar.update(
-                loss=result.loss,
-                lr=result.lr,
-                tok_s=round(rate["tokens_per_s"]),
-            )
-            if step % cfg.log_every == 0 or step == total:
-                last_train = tr.mean_across_ranks(avg.pop())
-                bar.log(
-                    step=step,
-                    loss=last_train["loss"],
-                    mlm_acc=last_train.get("mlm_accuracy"),
-                    lr=result.lr,
-                    tok_s=round(rate["tokens_per_s"]),
-                )
-                metrics_log.log(
-                    step,
-                    "train",
-                    **last_train,
-                    lr=result.lr,
-                    tokens=state["tokens"],
-                    tokens_per_s=rate["tokens_per_s"],
-                    epoch=state["epoch"],
-                )
-            if setup.eval_spec is not None and cfg.eval_every and step % cfg.eval_every == 0:
-                ev = evaluate()
-                evals.append({"step": step, **ev})
-                metrics_log.log(step, "eval", **ev)
-            if cfg.save_every and step % cfg.save_every == 0 and step < total:
-                save(step, {"train": last_train, "eval": evals[-1] if evals else {}})
-                last_saved = step
-            if stop.check():
-                interrupted = True
-                break
+    while st.step < r.total:
+        micro = _next_micro_batches(cfg, st, batches)
+        tokens = sum(int(b.pop("num_tokens")) for b in micro)
+        result = _train_step(r, micro)
+        st.step += 1
+        st.tokens += tokens * r.dist.world_size
+        avg.add({"loss": result.loss, **result.metrics, "grad_norm": result.grad_norm})
+        rate = speed.update(st.step, tokens * r.dist.world_size)
+        bar.advance(1)
+        bar.update(loss=result.loss, lr=result.lr, tok_s=round(rate["tokens_per_s"]))
+        if st.step % cfg.log_every == 0 or st.step == r.total:
+            _log_train(r, st, avg.pop(), result, rate, bar)
+        if r.setup.eval_spec is not None and cfg.eval_every and st.step % cfg.eval_every == 0:
+            _evaluate(r, st)
+        if cfg.save_every and st.step % cfg.save_every == 0 and st.step < r.total:
+            _save_checkpoint(r, st)
+        if stop.check():  # asked at every step: it is a collective under DDP
+            return True
+    return False
 
-    batches.close()  # shuts down DataLoader workers now, not at garbage collection
 
-    # ---- save
-    if not interrupted and setup.eval_spec is not None and (not evals or evals[-1]["step"] != step):
-        ev = evaluate()
-        evals.append({"step": step, **ev})
-        metrics_log.log(step, "eval", **ev)
-    final_metrics = {"train": last_train, "eval": evals[-1] if evals else {}}
-    if last_saved != step:
-        save(step, final_metrics)
+def _next_micro_batches(
+    cfg: PretrainConfig, st: _TrainState, batches: Iterator[tuple[int, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """The ``--grad-accum`` micro-batches of the next step; ``st`` follows the data position."""
+    micro = []
+    for _ in range(cfg.grad_accum):
+        epoch, batch = next(batches)
+        st.epoch, st.batch = epoch, int(batch.pop("batch_index")) + 1
+        st.data_digest = _data_digest(batch, st.data_digest)
+        micro.append(batch)
+    return micro
+
+
+def _train_step(r: _Run, micro: list[dict[str, Any]]) -> tr.StepResult:
+    """One optimizer step over ``micro`` (its batches' ``num_tokens`` already taken out)."""
+    return tr.train_step(
+        r.model,
+        micro,
+        pretraining_loss,
+        r.optimizer,
+        r.scheduler,
+        scaler=r.scaler,
+        precision=r.precision,
+        device=r.dist.device,
+        max_grad_norm=r.cfg.max_grad_norm,
+    )
+
+
+def _log_train(
+    r: _Run,
+    st: _TrainState,
+    sums: dict[str, float],
+    result: tr.StepResult,
+    rate: dict[str, float],
+    bar: Any,
+) -> None:
+    """A train line on the progress bar and in metrics.jsonl (means over the steps and ranks)."""
+    st.last_train = tr.mean_across_ranks(sums)
+    bar.log(
+        step=st.step,
+        loss=st.last_train["loss"],
+        mlm_acc=st.last_train.get("mlm_accuracy"),
+        lr=result.lr,
+        tok_s=round(rate["tokens_per_s"]),
+    )
+    r.log.log(
+        st.step,
+        "train",
+        **st.last_train,
+        lr=result.lr,
+        tokens=st.tokens,
+        tokens_per_s=rate["tokens_per_s"],
+        epoch=st.epoch,
+    )
+
+
+def _evaluate(r: _Run, st: _TrainState) -> None:
+    """Evaluate on the held-out instances (split over the ranks) and log it."""
+    cfg, dist, setup = r.cfg, r.dist, r.setup
+    assert setup.eval_spec is not None
+    ev = evaluate_units(
+        r.model,
+        setup.eval_units,
+        setup.eval_spec,
+        batch_size=cfg.batch_size,
+        device=dist.device,
+        precision=r.precision,
+        max_batches=cfg.eval_batches,
+        seed=cfg.seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+    )
+    st.evals.append({"step": st.step, **ev})
+    r.log.log(st.step, "eval", **ev)
+
+
+def _save_checkpoint(r: _Run, st: _TrainState) -> None:
+    """A checkpoint at ``st.step`` (a collective: every rank calls it)."""
+    r.ckpt.save(
+        st.step,
+        r.model,
+        tokenizer=r.setup.tokenizer,
+        optimizer=r.optimizer,
+        scheduler=r.scheduler,
+        scaler=r.scaler,
+        train_state=st.to_checkpoint(),
+        meta={**r.meta, "metrics": st.metrics()},
+    )
+    st.last_saved = st.step
+
+
+# --------------------------------------------------------------------------- save
+
+
+def _finish(r: _Run, st: _TrainState, interrupted: bool) -> None:
+    """Evaluate the last step and checkpoint it (unless done); a completed run's dir becomes
+    the model dir."""
+    evaluated = bool(st.evals) and st.evals[-1]["step"] == st.step
+    if not interrupted and r.setup.eval_spec is not None and not evaluated:
+        _evaluate(r, st)
+    if st.last_saved != st.step:
+        _save_checkpoint(r, st)
     if not interrupted:
-        ckpt.finalize(
-            model,
-            tokenizer=setup.tokenizer,
-            meta={**meta_base, "step": step, "metrics": final_metrics},
+        r.ckpt.finalize(
+            r.model,
+            tokenizer=r.setup.tokenizer,
+            meta={**r.meta, "step": st.step, "metrics": st.metrics()},
         )
-    metrics_log.close()
+    r.log.close()
+
+
+def _summary(
+    r: _Run,
+    st: _TrainState,
+    stop: tr.StopFlag,
+    interrupted: bool,
+    speed: tr.Speedometer,
+    t0: float,
+) -> Summary:
+    """The run's summary (exit 130/143 when a signal stopped it); ranks compare their weights."""
     elapsed = time.perf_counter() - t0
-    digests = tr.all_gather_objects(weights_digest(bare))
+    digests = tr.all_gather_objects(weights_digest(r.bare))
+    bare = r.bare
     figures: dict[str, Any] = {
-        "run_dir": str(run_dir),
+        "run_dir": str(r.run_dir),
         "model": {
             "parameters": bare.num_parameters(),
             "hidden_size": bare.config.hidden_size,
             "layers": bare.config.num_hidden_layers,
             "vocab_size": bare.config.vocab_size,
         },
-        "steps": step,
-        "total_steps": total,
-        "optimizer": kind,
-        "lr": lr,
-        "resumed_from_step": start_step if resume_from is not None else None,
+        "steps": st.step,
+        "total_steps": r.total,
+        "optimizer": r.optimizer_kind,
+        "lr": r.lr,
+        "resumed_from_step": r.start_step if r.resume_from is not None else None,
         "interrupted": interrupted,
         "signal": stop.signal_name if interrupted else None,
-        "world_size": dist.world_size,
-        "device": str(dist.device),
-        "precision": precision,
+        "world_size": r.dist.world_size,
+        "device": str(r.dist.device),
+        "precision": r.precision,
         "weights_sha256": digests[0],
         "ranks_in_sync": len(set(digests)) == 1,
-        "train": last_train,
+        "train": st.last_train,
         "tokens_per_s": round(speed.overall_tokens_per_s()),
         "seconds": round(elapsed, 1),
     }
-    if evals:
-        figures["eval_first"] = evals[0]
-        figures["eval_last"] = evals[-1]
-    if interrupted and dist.is_main:
+    if st.evals:
+        figures["eval_first"] = st.evals[0]
+        figures["eval_last"] = st.evals[-1]
+    if interrupted and r.dist.is_main:
         err_console.print(
-            f"interrupted: checkpoint at step {step} in {ckpt.dir}; continue with --resume",
+            f"interrupted: checkpoint at step {st.step} in {r.ckpt.dir}; continue with --resume",
             highlight=False,
         )
     return Summary("pretrain", figures, exit_code=stop.exit_code if interrupted else 0)

@@ -463,3 +463,80 @@ def test_defaults_leave_the_uniform_loss_within_100_steps(review_shards: Path) -
     assert default < 0.85 * uniform, (default, uniform)
     lamb = last_mlm_loss("lamb-opt", optimizer="lamb", lr=1e-3)
     assert lamb > 0.92 * uniform, (lamb, default, uniform)
+
+
+def _stop_at(monkeypatch: pytest.MonkeyPatch, at: int, sig: signal.Signals) -> None:
+    """Make the ``at``-th stop check of the next run see ``sig`` (as if it had arrived)."""
+    calls = {"n": 0}
+    check = tr.StopFlag.check
+
+    def fake(self: tr.StopFlag) -> bool:
+        calls["n"] += 1
+        if calls["n"] == at:
+            self.requested, self.signum = True, sig
+        return check(self)
+
+    monkeypatch.setattr(tr.StopFlag, "check", fake)
+
+
+def test_in_process_stop_then_resume_matches_uninterrupted(
+    inputs: dict[str, Path], baseline: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    cfg = _cfg(inputs, out, eval_fraction=0.1, eval_every=12)
+    _stop_at(monkeypatch, 5, signal.SIGINT)
+    stopped = pt.run(cfg)
+    monkeypatch.undo()
+    s = stopped.to_dict()
+    assert stopped.exit_code == 130 and s["interrupted"] is True and s["signal"] == "SIGINT"
+    assert s["steps"] == 5 and "eval_last" not in s  # no evaluation at a stop
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step-00000003",
+        "step-00000005",
+    ]
+    assert not (out / "config.json").exists()
+    saved = json.loads(
+        (out / "checkpoints" / "step-00000005" / "state" / "train_state.json").read_text()
+    )
+    assert list(saved["ranks"][0]) == ["epoch", "batch", "tokens", "data_digest"]
+
+    resumed = pt.run(cfg.model_copy(update={"resume": True}))
+    r, ref = resumed.to_dict(), baseline["summary"]
+    assert resumed.exit_code == 0 and r["resumed_from_step"] == 5 and r["steps"] == STEPS
+    assert list(r) == list(ref)  # the same fields in the same order
+    for key in ("weights_sha256", "train", "eval_first", "eval_last", "interrupted", "signal"):
+        assert r[key] == ref[key], key
+    losses, ref_losses = _train_losses(out), _train_losses(baseline["dir"])
+    assert losses == ref_losses  # bit-identical continuation, each step logged once
+    meta = json.loads((out / "albertzh.json").read_text())
+    ref_meta = json.loads((baseline["dir"] / "albertzh.json").read_text())
+    assert meta["step"] == STEPS and meta["metrics"] == ref_meta["metrics"]
+    assert meta["optimizer"] == ref_meta["optimizer"] == {"kind": "adamw", "lr": 1e-2}
+
+
+def test_a_stop_at_a_save_step_saves_once_and_a_done_resume_only_finalizes(
+    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saves: list[int] = []
+    save = tr.Checkpointer.save
+
+    def counted(self: tr.Checkpointer, step: int, *a, **k) -> Path:
+        saves.append(step)
+        return save(self, step, *a, **k)
+
+    monkeypatch.setattr(tr.Checkpointer, "save", counted)
+    out = tmp_path / "run"
+    cfg = _cfg(inputs, out, steps=6)
+    _stop_at(monkeypatch, 6, signal.SIGTERM)  # at the last step, which is a save step too
+    s = pt.run(cfg)
+    assert s.exit_code == 143 and s.to_dict()["signal"] == "SIGTERM"
+    assert saves == [3, 6] and not (out / "config.json").exists()
+
+    saves.clear()
+    monkeypatch.setattr(tr.StopFlag, "check", lambda self: False)
+    done = pt.run(cfg.model_copy(update={"resume": True})).to_dict()
+    assert saves == []  # nothing left to train: the checkpoint at step 6 is the model
+    assert done["steps"] == 6 and done["resumed_from_step"] == 6 and not done["interrupted"]
+    meta = json.loads((out / "albertzh.json").read_text())
+    assert meta["step"] == 6 and meta["metrics"]["eval"] == {}
+    assert pt.weights_digest(AlbertForPreTraining.from_pretrained(out)) == done["weights_sha256"]
