@@ -83,6 +83,12 @@ class PretrainConfig(tr.TrainConfig):
     eval_batches: int | None = Field(
         None, ge=1, description="Evaluate on at most this many batches per rank."
     )
+    sentence_task: Literal["sop", "nsp"] = Field(
+        "sop",
+        description="What the [CLS] head learns: sop = are the two segments in order or swapped "
+        "(ALBERT); nsp = is the second segment the continuation or from another document "
+        "(BERT; drawn at load time, needs dynamic masking).",
+    )
     masking: Literal["auto", "dynamic", "static"] = Field(
         "auto",
         description="Mask at load time (dynamic) or use the shards' stored masks (static); auto follows the shards.",
@@ -222,14 +228,18 @@ def _setup(cfg: PretrainConfig) -> _Setup:
         raise ConfigError(
             f"{cfg.data}: max_seq_len {data.max_seq_len} exceeds the model's max_position_embeddings {mc.max_position_embeddings}"
         )
-    spec = mask_spec(data, roles_of(tok), cfg.masked_lm_prob, cfg.max_predictions, cfg.masking)
+    spec = mask_spec(
+        data, roles_of(tok), cfg.masked_lm_prob, cfg.max_predictions, cfg.masking, cfg.sentence_task
+    )
     train_units, eval_units = split_units(data.units, cfg.eval_fraction)
     eval_spec = spec if eval_units else None
     if cfg.eval_data is not None:
         edata = InstanceData(cfg.eval_data)
         check_vocab(edata, tok, cfg.eval_data)
         eval_units = edata.units
-        eval_spec = mask_spec(edata, roles_of(tok), cfg.masked_lm_prob, cfg.max_predictions, "auto")
+        eval_spec = mask_spec(
+            edata, roles_of(tok), cfg.masked_lm_prob, cfg.max_predictions, "auto", cfg.sentence_task
+        )
     return _Setup(data, train_units, eval_units, eval_spec, spec, tok, mc)
 
 

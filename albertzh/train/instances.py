@@ -72,6 +72,53 @@ class MaskSpec:
     special_ids: tuple[int, ...]
     opts: MaskingOptions = field(default_factory=MaskingOptions)
     static: bool = False
+    # The sentence-pair task of the [CLS] head: "sop" (are A and B in order or swapped; the
+    # shards' sop_label) or "nsp" (is B the continuation of A, or from another document).
+    sentence_task: str = "sop"
+
+
+NSP_RANDOM_RATE = 0.5  # share of pairs whose B comes from another document under "nsp"
+
+
+def _segments(row: _Row) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(A ids, A word starts, B ids, B word starts) of ``[CLS] A [SEP] B [SEP]`` in text
+    order (a swapped SOP instance is swapped back); None for a row without a B segment."""
+    ids, tt, ws, sop = row[0], row[1], row[2], row[3]
+    n_a = int((tt == 0).sum()) - 2  # [CLS] and the first [SEP] have type 0
+    if n_a < 1 or n_a + 3 >= len(ids):
+        return None
+    a, wa = ids[1 : n_a + 1], ws[1 : n_a + 1]
+    b, wb = ids[n_a + 2 : -1], ws[n_a + 2 : -1]
+    return (b, wb, a, wa) if sop else (a, wa, b, wb)
+
+
+def nsp_rows(rows: Sequence[_Row], rng: np.random.Generator) -> list[_Row]:
+    """Rebuild a batch's rows for next-sentence prediction: every pair in text order, and for
+    :data:`NSP_RANDOM_RATE` of them B replaced by the B of another row of the batch (another
+    document, given the shuffle), label 1. Lengths stay within the batch's longest row."""
+    limit = max(len(r[0]) for r in rows)
+    segs = [_segments(r) for r in rows]
+    with_b = [i for i, s in enumerate(segs) if s is not None]
+    out: list[_Row] = []
+    for i, row in enumerate(rows):
+        seg = segs[i]
+        if seg is None:
+            out.append((row[0], row[1], row[2], 0))
+            continue
+        a, wa, b, wb = seg
+        label = 0
+        if len(with_b) > 1 and rng.random() < NSP_RANDOM_RATE:
+            j = with_b[int(rng.integers(len(with_b) - 1))]
+            j = with_b[-1] if j == i else j  # any row with a B but this one
+            _, _, b, wb = segs[j]  # type: ignore[misc]
+            b, wb = b[: max(1, limit - len(a) - 3)], wb[: max(1, limit - len(a) - 3)]
+            label = 1
+        cls, sep = row[0][0], row[0][-1]
+        ids = np.concatenate([[cls], a, [sep], b, [sep]]).astype(row[0].dtype)
+        tt = np.concatenate([np.zeros(len(a) + 2), np.ones(len(b) + 1)]).astype(row[1].dtype)
+        ws = np.concatenate([[True], wa, [True], wb, [True]]).astype(bool)
+        out.append((ids, tt, ws, label))
+    return out
 
 
 class InstanceData:
@@ -262,6 +309,8 @@ def row_batches(
 
 def collate(rows: Sequence[_Row], spec: MaskSpec, rng: np.random.Generator) -> dict[str, Any]:
     """Pad rows to the longest, mask them (dynamic) or use their stored masks (static)."""
+    if spec.sentence_task == "nsp":
+        rows = nsp_rows(rows, np.random.default_rng(rng.integers(2**63)))
     B = len(rows)
     lens = np.fromiter((len(r[0]) for r in rows), dtype=np.int64, count=B)
     T = int(lens.max())

@@ -93,8 +93,14 @@ def mask_spec(
     masked_lm_prob: float | None,
     max_predictions: int | None,
     masking: str,
+    sentence_task: str = "sop",
 ) -> MaskSpec:
     static = data.static if masking == "auto" else masking == "static"
+    if static and sentence_task == "nsp":
+        raise ConfigError(
+            f"--sentence-task nsp: {data.path} holds static masks, which fix the segments; "
+            "use shards made with dynamic masking"
+        )
     if static and not data.static:
         raise ConfigError(f"--masking static: {data.path} has no stored masks (made with dynamic)")
     if not static and data.static:
@@ -116,6 +122,7 @@ def mask_spec(
         special_ids=tuple(sorted({int(i) for i in roles.values()})),
         opts=opts,
         static=static,
+        sentence_task=sentence_task,
     )
 
 

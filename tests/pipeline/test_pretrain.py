@@ -540,3 +540,18 @@ def test_a_stop_at_a_save_step_saves_once_and_a_done_resume_only_finalizes(
     meta = json.loads((out / "albertzh.json").read_text())
     assert meta["step"] == 6 and meta["metrics"]["eval"] == {}
     assert pt.weights_digest(AlbertForPreTraining.from_pretrained(out)) == done["weights_sha256"]
+
+
+def test_nsp_sentence_task_trains_and_is_recorded(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """--sentence-task nsp: about half the pairs get a B from another row (label 1); the run
+    records the choice and the [CLS] head trains on it."""
+    cfg = _cfg(inputs, tmp_path / "nsp", sentence_task="nsp", steps=6, save_every=0)
+    setup = pt._setup(cfg)
+    dist = tr.DistInfo(0, 1, 0, torch.device("cpu"), True)
+    batches = pt._train_batches(cfg, setup, dist, start_epoch=0, start_batch=0)
+    labels = torch.cat([next(batches)[1]["sop_labels"] for _ in range(6)])
+    assert 0.2 < labels.float().mean().item() < 0.8
+    s = pt.run(cfg).to_dict()
+    assert s["steps"] == 6
+    meta = json.loads((tmp_path / "nsp" / "albertzh.json").read_text())
+    assert meta["config"]["sentence_task"] == "nsp"

@@ -321,3 +321,60 @@ def test_masking_options_come_from_the_manifest(tmp_path: Path) -> None:
     assert (got.masked_lm_prob, got.max_predictions, got.ngram) == (0.2, 7, 2)
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert manifest["vocab"]["size"] == 45
+
+
+# --------------------------------------------------------------------------- next-sentence pairs
+
+
+def _pair(a: list[int], b: list[int], swapped: int) -> tuple:
+    first, second = (b, a) if swapped else (a, b)
+    ids = np.array([CLS, *first, SEP, *second, SEP], dtype=np.int32)
+    tt = np.array([0] * (len(first) + 2) + [1] * (len(second) + 1), dtype=np.int8)
+    return ids, tt, np.ones(len(ids), dtype=bool), swapped
+
+
+def test_nsp_rows_put_pairs_in_order_and_draw_b_from_other_rows() -> None:
+    rows = [
+        _pair([10, 11, 12], [13, 14], 0),
+        _pair([20, 21], [22, 23, 24, 25], 1),  # stored swapped: NSP sees it in text order
+        _pair([30, 31, 32, 33], [34], 0),
+        _pair([40], [41, 42], 1),
+    ]
+    b_of = {10: [13, 14], 20: [22, 23, 24, 25], 30: [34], 40: [41, 42]}
+    labels = []
+    for seed in range(40):
+        out = idata.nsp_rows(rows, np.random.default_rng(seed))
+        limit = max(len(r[0]) for r in rows)
+        for r in out:
+            ids, tt = r[0].tolist(), r[1].tolist()
+            assert ids[0] == CLS and ids[-1] == SEP and len(ids) <= limit
+            n_a = tt.count(0) - 2
+            a, b = ids[1 : n_a + 1], ids[n_a + 2 : -1]
+            assert ids[n_a + 1] == SEP and tt == [0] * (n_a + 2) + [1] * (len(b) + 1)
+            own = b == b_of[a[0]]
+            assert a == [a[0] + k for k in range(len(a))]  # A always the true first segment
+            assert r[3] == (0 if own else 1)
+            if not own:  # a prefix of another row's B, never its own
+                assert any(b == other[: len(b)] for k, other in b_of.items() if k != a[0])
+            labels.append(r[3])
+    assert 0.35 < sum(labels) / len(labels) < 0.65  # about half the pairs are random
+
+
+def test_nsp_leaves_single_segment_rows_and_refuses_static_masks(tmp_path: Path) -> None:
+    single = (
+        np.array([CLS, 50, 51, SEP], dtype=np.int32),
+        np.zeros(4, np.int8),
+        np.ones(4, bool),
+        0,
+    )
+    out = idata.nsp_rows([single, _pair([10, 11], [12], 0)], np.random.default_rng(0))
+    assert out[0][0].tolist() == [CLS, 50, 51, SEP] and out[0][3] == 0
+    from albertzh.errors import ConfigError
+    from albertzh.train.pretraining import mask_spec
+
+    vocab = make_vocab(tmp_path / "v")
+    write_instances(tmp_path / "s", 20, vocab=vocab_info(vocab), static=True)
+    data = idata.InstanceData(tmp_path / "s")
+    roles = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
+    with pytest.raises(ConfigError, match="--sentence-task nsp"):
+        mask_spec(data, roles, None, None, "auto", "nsp")
