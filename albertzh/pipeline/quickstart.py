@@ -70,6 +70,9 @@ class QuickstartConfig(StageConfig):
     whole_word: bool = Field(
         False, description="make-shards whole-word masking (off by default in this short run)."
     )
+    sentence_task: Literal["sop", "nsp"] = Field(
+        "sop", description="Pretraining sentence-pair task of the [CLS] head (see pretrain)."
+    )
     masked_lm_prob: float = Field(
         0.4,
         gt=0,
@@ -130,34 +133,54 @@ def run(cfg: QuickstartConfig) -> Summary:
         return Summary("quickstart", figures, exit_code=stop.summary.exit_code)
 
 
-def _run_stages(cfg: QuickstartConfig) -> Summary:
-    from albertzh.data.dataset import prepare_output
-    from albertzh.data.demo_data import prepare_demo_data
-    from albertzh.pipeline import clean, evaluate, finetune, pretrain, segment, shards, vocab
+class _Stages:
+    """Runs the stages in order, timing each; with ``--resume`` skips the complete ones."""
 
-    out = prepare_output(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite)
-    d = {name: out / name for name in ("docs", "words", "vocab", "shards", "pretrain")}
-    times: dict[str, float] = {}
-    results: dict[str, Any] = {}
+    def __init__(self, cfg: QuickstartConfig, out: Path) -> None:
+        self.cfg, self.out = cfg, out
+        self.dirs = {n: out / n for n in ("docs", "words", "vocab", "shards", "pretrain")}
+        self.times: dict[str, float] = {}
+        self.results: dict[str, Any] = {}
 
-    def stage(name: str, path: Path | None, fn: Callable[[], Any]) -> Any:
-        if cfg.resume and path is not None and _done(path):
+    def run(self, name: str, path: Path | None, fn: Callable[[], Any]) -> Any:
+        if self.cfg.resume and path is not None and _done(path):
             err_console.print(f"[dim]{name}: already complete, skipped[/]")
             return None
         err_console.print(f"[bold cyan]▶ {name}[/]")
         t0 = time.perf_counter()
         res = fn()
-        times[name] = round(time.perf_counter() - t0, 1)
+        self.times[name] = round(time.perf_counter() - t0, 1)
         if isinstance(res, Summary) and res.exit_code:  # stopped by a signal: stop here too
             raise _Stopped(name, res)
         return res
 
+
+def _run_stages(cfg: QuickstartConfig) -> Summary:
+    from albertzh.data.dataset import prepare_output
+
+    out = prepare_output(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite)
+    st = _Stages(cfg, out)
+    _corpus(st)
+    _pretrain(st)
+    runs = _finetune(st)
+    st.results["test"] = st.run("eval", None, lambda: _evaluate(st, runs))
+    summary = _report(cfg, out, st.results, st.times)
+    atomic_write_json(out / "summary.json", summary.to_dict())
+    return summary
+
+
+def _corpus(st: _Stages) -> None:
+    """The demo data, then clean → segment → build-vocab → make-shards."""
+    from albertzh.data.demo_data import prepare_demo_data
+    from albertzh.pipeline import clean, segment, shards, vocab
+
+    cfg, d = st.cfg, st.dirs
     common = {"workers": cfg.workers, "resume": cfg.resume}
-    data = stage(
+    data = st.run(
         "data",
         None,
         lambda: prepare_demo_data(
-            out / "data",
+            st.out / "data",
             train_per_class=cfg.train_per_class,
             dev_per_class=cfg.dev_per_class,
             test_per_class=cfg.test_per_class,
@@ -165,25 +188,24 @@ def _run_stages(cfg: QuickstartConfig) -> Summary:
             seed=cfg.seed,
         ),
     )
-    task_dir = out / "data" / "task"
-    stage(
+    st.run(
         "clean",
         d["docs"],
         lambda: clean.run(
             clean.CleanConfig(inputs=[str(p) for p in data.corpus], output=d["docs"], **common)
         ),
     )
-    stage(
+    st.run(
         "segment",
         d["words"],
         lambda: segment.run(segment.SegmentConfig(input=d["docs"], output=d["words"], **common)),
     )
-    stage(
+    st.run(
         "build-vocab",
         d["vocab"],
         lambda: vocab.run(vocab.VocabConfig(input=d["words"], output=d["vocab"])),
     )
-    stage(
+    st.run(
         "make-shards",
         d["shards"],
         lambda: shards.run(
@@ -199,10 +221,16 @@ def _run_stages(cfg: QuickstartConfig) -> Summary:
             )
         ),
     )
+
+
+def _pretrain(st: _Stages) -> None:
+    from albertzh.pipeline import pretrain
+
+    cfg, d = st.cfg, st.dirs
     vocab_size = json.loads((d["vocab"] / "vocab.json").read_text(encoding="utf-8"))["size"]
-    model_json = out / "model_config.json"
+    model_json = st.out / "model_config.json"
     atomic_write_json(model_json, _model_config(cfg, vocab_size))
-    pre = stage(
+    pre = st.run(
         "pretrain",
         d["pretrain"],
         lambda: pretrain.run(
@@ -214,6 +242,7 @@ def _run_stages(cfg: QuickstartConfig) -> Summary:
                 batch_size=cfg.pretrain_batch_size,
                 lr=cfg.pretrain_lr,
                 optimizer=cfg.pretrain_optimizer,
+                sentence_task=cfg.sentence_task,
                 masked_lm_prob=cfg.masked_lm_prob,
                 max_predictions=math.ceil(cfg.max_seq_len * cfg.masked_lm_prob),
                 warmup_steps=min(100, cfg.pretrain_steps // 10),
@@ -228,19 +257,25 @@ def _run_stages(cfg: QuickstartConfig) -> Summary:
         ),
     )
     if pre is not None:
-        results["pretrain"] = pre.figures
+        st.results["pretrain"] = pre.figures
 
+
+def _finetune(st: _Stages) -> list[tuple[str, int, Path]]:
+    """Both arms, each with ``--finetune-seeds`` seeds; returns (arm, seed, run dir)."""
+    from albertzh.pipeline import finetune
+
+    cfg = st.cfg
     seeds = [cfg.seed + k for k in range(cfg.finetune_seeds)]
-    runs = [(arm, seed, out / f"finetune-{arm}-seed{seed}") for arm in ARMS for seed in seeds]
+    runs = [(arm, seed, st.out / f"finetune-{arm}-seed{seed}") for arm in ARMS for seed in seeds]
     for arm, seed, path in runs:
-        stage(
+        st.run(
             f"finetune-{arm}-seed{seed}",
             path,
             lambda arm=arm, seed=seed, path=path: finetune.run(
                 finetune.FinetuneConfig(
                     task="chnsenticorp",
-                    model=d["pretrain"],
-                    data_dir=task_dir,
+                    model=st.dirs["pretrain"],
+                    data_dir=st.out / "data" / "task",
                     output=path,
                     random_init=arm == "random",
                     max_seq_len=cfg.max_seq_len,
@@ -252,26 +287,26 @@ def _run_stages(cfg: QuickstartConfig) -> Summary:
                 )
             ),
         )
+    return runs
 
-    def _eval_all() -> dict[str, list[float]]:
-        scores: dict[str, list[float]] = {arm: [] for arm in ARMS}
-        for arm, _, path in runs:
-            s = evaluate.run(
-                evaluate.EvalConfig(
-                    model=path,
-                    task="chnsenticorp",
-                    split="test",
-                    data_dir=task_dir,
-                    device=cfg.device,
-                )
+
+def _evaluate(st: _Stages, runs: list[tuple[str, int, Path]]) -> dict[str, list[float]]:
+    """Every finetuned run on the held-out test split (read here and nowhere else)."""
+    from albertzh.pipeline import evaluate
+
+    scores: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    for arm, _, path in runs:
+        s = evaluate.run(
+            evaluate.EvalConfig(
+                model=path,
+                task="chnsenticorp",
+                split="test",
+                data_dir=st.out / "data" / "task",
+                device=st.cfg.device,
             )
-            scores[arm].append(s.figures["accuracy"])
-        return scores
-
-    results["test"] = stage("eval", None, _eval_all)
-    summary = _report(cfg, out, results, times)
-    atomic_write_json(out / "summary.json", summary.to_dict())
-    return summary
+        )
+        scores[arm].append(s.figures["accuracy"])
+    return scores
 
 
 def _read_json(path: Path) -> dict[str, Any]:
