@@ -238,7 +238,9 @@ def evaluate_units(
             seed=seed + EVAL_SEED_OFFSET,
             rank=rank,
             world_size=world_size,
-            shuffle=False,
+            # NSP draws B from other rows of the batch: in file order those are often the same
+            # document, so its eval rows are shuffled too (with a fixed seed: the same each time).
+            shuffle=spec.sentence_task == "nsp",
         )
         sums = _eval_sums(bare, iter(loader), device, precision, max_batches)
     finally:
