@@ -48,6 +48,9 @@ class AlbertModelOutput:
 class AlbertPretrainingOutput:
     mlm_logits: torch.Tensor  # [B, P, V] at masked_positions, else [B, T, V]
     sop_logits: torch.Tensor  # [B, 2]
+    # Replaced-token detection (AlbertForReplacedTokenDetection): mlm_logits are the generator's.
+    rtd_logits: torch.Tensor | None = None  # [B, T] the discriminator's "replaced" logits
+    rtd_labels: torch.Tensor | None = None  # [B, T] 1.0 where the generator changed the token
 
 
 @dataclass
@@ -439,3 +442,117 @@ class AlbertForSequenceClassification(AlbertPreTrainedModel):
         if problem == "single_label_classification":
             return F.cross_entropy(logits, labels.long().view(-1))
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# Replaced-token detection (ELECTRA, Clark et al. 2020) with an ALBERT discriminator
+# ---------------------------------------------------------------------------------------------
+
+
+def generator_config(config: AlbertConfig, size: float) -> AlbertConfig:
+    """The generator's config: ``size`` x the heads (at least one, same head width), so
+    ``size`` x the hidden and intermediate widths; embeddings and depth as the discriminator's."""
+    if config.embedding_layout != "google":
+        raise ValueError("replaced-token detection needs embedding_layout google")
+    heads = max(1, round(config.num_attention_heads * size))
+    hidden = heads * config.head_dim
+    inter = max(1, round(config.intermediate_size * hidden / config.hidden_size))
+    return config.replace(hidden_size=hidden, num_attention_heads=heads, intermediate_size=inter)
+
+
+class AlbertGenerator(nn.Module):
+    """A narrow ALBERT encoder + MLM head over the discriminator's embeddings (shared, as in
+    ELECTRA): it fills the masked positions with plausible tokens."""
+
+    def __init__(self, config: AlbertConfig) -> None:
+        super().__init__()
+        self.encoder = AlbertTransformer(config)  # includes its own E -> H_g mapping
+        self.predictions = AlbertMLMHead(config)  # H_g -> E -> V through the shared table
+
+
+class AlbertRTDHead(nn.Module):
+    """Per-token "was this token replaced?" logit: H -> H -> 1 (ELECTRA's discriminator head)."""
+
+    def __init__(self, config: AlbertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense_prediction = nn.Linear(config.hidden_size, 1)
+        self.act = activation(config.hidden_act)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.dense_prediction(self.act(self.dense(h))).squeeze(-1)  # [B, T, H] -> [B, T]
+
+
+class AlbertForReplacedTokenDetection(AlbertPreTrainedModel):
+    """ELECTRA-style pretraining: a small generator (MLM at the masked positions) proposes
+    replacements, sampled from its output; the ALBERT encoder (the model that is kept) learns to
+    tell, at every token, whether it was replaced, and SOP/NSP from [CLS].
+
+    Saved as a normal ALBERT directory: ``albert.*`` is the encoder transformers' ``AlbertModel``
+    and every albertzh/HF head class loads; ``generator.*``, ``rtd_head.*`` and
+    ``sop_classifier.*`` are extra heads they ignore (pretrain keeps them to resume).
+    """
+
+    hf_architecture = "AlbertModel"
+    heads = ("rtd_head", "sop_classifier", "generator")
+
+    def __init__(
+        self, config: AlbertConfig, *, init: bool = True, generator_size: float = 0.25
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.generator_config = generator_config(config, generator_size)
+        self.albert = AlbertModel(config, init=False)
+        self.rtd_head = AlbertRTDHead(config)
+        self.sop_classifier = AlbertSOPHead(config)
+        self.generator = AlbertGenerator(self.generator_config)
+        if init:
+            self.init_weights()
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike[str], generator_size: float = 0.25, **config_overrides: Any
+    ) -> Any:
+        """Load a directory written by this class, or start RTD from any ALBERT directory
+        (its encoder; a generator and heads it lacks are initialised fresh)."""
+        from albertzh.model.io import load_model
+
+        return load_model(
+            functools.partial(cls, generator_size=generator_size),  # type: ignore[arg-type]
+            path,
+            **config_overrides,
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        masked_positions: torch.Tensor | None = None,
+        masked_labels: torch.Tensor | None = None,
+        ignore_index: int = -100,
+    ) -> AlbertPretrainingOutput:
+        if masked_positions is None or masked_labels is None:
+            raise ValueError("replaced-token detection needs masked_positions and masked_labels")
+        emb = self.albert.embeddings
+        mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        # Generator: MLM over the masked input, only at the masked positions.
+        g = self.generator.encoder(emb(input_ids, token_type_ids), mask, masked_positions.long())
+        mlm_logits = self.generator.predictions(g, emb.word_embeddings.weight)  # [B, P, V]
+        with torch.no_grad():
+            real = masked_labels != ignore_index  # [B, P]
+            probs = torch.softmax(mlm_logits.detach().float(), dim=-1)
+            sampled = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).view_as(real)
+            # Padding slots write position 0 with its own value: a no-op.
+            where = torch.where(real, masked_positions, 0).long()
+            keep0 = input_ids[:, :1].expand_as(masked_positions)
+            original = input_ids.scatter(1, where, torch.where(real, masked_labels, keep0))
+            corrupted = original.scatter(1, where, torch.where(real, sampled, keep0))
+            rtd_labels = (corrupted != original).float()  # a sampled original is "not replaced"
+        out = self.albert(corrupted, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        return AlbertPretrainingOutput(
+            mlm_logits=mlm_logits,
+            sop_logits=self.sop_classifier(out.pooler_output),
+            rtd_logits=self.rtd_head(out.last_hidden_state),
+            rtd_labels=rtd_labels,
+        )

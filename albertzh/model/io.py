@@ -122,7 +122,7 @@ def load_model(cls: type[M], path: str | os.PathLike[str], **overrides: Any) -> 
     own = {("albert." + k if bare else k): v for k, v in model.state_dict().items()}
     # The pooler counts as a head too: HF's AlbertForMaskedLM (the albert_chinese_* models)
     # and token-level heads are saved without one.
-    heads: tuple[str, ...] = (*getattr(cls, "heads", ()), "albert.pooler")
+    heads: tuple[str, ...] = (*getattr(type(model), "heads", ()), "albert.pooler")
 
     def head_of(key: str) -> str | None:
         if key.startswith("albert.pooler."):
@@ -159,7 +159,9 @@ def load_model(cls: type[M], path: str | os.PathLike[str], **overrides: Any) -> 
     if shapes:
         problems.append(f"shape mismatch (checkpoint vs config): {_short_list(shapes, 4)}")
     if problems:
-        raise ModelDirError(f"{path}: weights do not match {cls.__name__}: " + "; ".join(problems))
+        raise ModelDirError(
+            f"{path}: weights do not match {type(model).__name__}: " + "; ".join(problems)
+        )
 
     load = {(k.removeprefix("albert.") if bare else k): v for k, v in state.items() if k in own}
     model.load_state_dict(load, strict=False)

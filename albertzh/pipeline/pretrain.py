@@ -15,6 +15,7 @@ both. :func:`evaluate_pretraining` computes them on a whole instances dataset (`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import zlib
@@ -88,6 +89,25 @@ class PretrainConfig(tr.TrainConfig):
         description="What the [CLS] head learns: sop = are the two segments in order or swapped "
         "(ALBERT); nsp = is the second segment the continuation or from another document "
         "(BERT; drawn at load time, needs dynamic masking).",
+    )
+    objective: Literal["mlm", "rtd"] = Field(
+        "mlm",
+        description="mlm = ALBERT's masked LM; rtd = ELECTRA's replaced-token detection: a "
+        "small generator fills the masked positions and the model learns, at every token, "
+        "whether it was replaced (the saved model is the encoder, a normal ALBERT directory).",
+    )
+    generator_size: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="--objective rtd: the generator's width as a fraction of the model's "
+        "(of its attention heads, at least one; same depth, shared embeddings).",
+    )
+    rtd_weight: float = Field(
+        50.0,
+        gt=0,
+        description="--objective rtd: weight of the replaced-token loss against the "
+        "generator's MLM loss (ELECTRA's 50).",
     )
     masking: Literal["auto", "dynamic", "static"] = Field(
         "auto",
@@ -224,6 +244,11 @@ def _setup(cfg: PretrainConfig) -> _Setup:
             )
     else:
         mc = _model_config(cfg, size)
+    if cfg.objective == "rtd" and mc.embedding_layout != "google":
+        raise ConfigError(
+            "--objective rtd: the model has embedding_layout brightmart; it needs google "
+            "(the generator shares E-wide embeddings)"
+        )
     if data.max_seq_len and data.max_seq_len > mc.max_position_embeddings:
         raise ConfigError(
             f"{cfg.data}: max_seq_len {data.max_seq_len} exceeds the model's max_position_embeddings {mc.max_position_embeddings}"
@@ -478,11 +503,19 @@ def _total_steps(cfg: PretrainConfig, setup: _Setup, dist: tr.DistInfo) -> int:
 def _load_model(cfg: PretrainConfig, setup: _Setup, resume_from: Path | None) -> Any:
     """The checkpoint's model on --resume, else --init-from's, else new random weights."""
     from albertzh.model import AlbertForPreTraining
+    from albertzh.model.albert import AlbertForReplacedTokenDetection
 
-    if resume_from is not None:
-        return AlbertForPreTraining.from_pretrained(resume_from)
-    if cfg.init_from is not None:
-        return AlbertForPreTraining.from_pretrained(cfg.init_from)
+    source = resume_from if resume_from is not None else cfg.init_from
+    if cfg.objective == "rtd":
+        if source is not None:
+            return AlbertForReplacedTokenDetection.from_pretrained(
+                source, generator_size=cfg.generator_size
+            )
+        return AlbertForReplacedTokenDetection(
+            setup.model_config, generator_size=cfg.generator_size
+        )
+    if source is not None:
+        return AlbertForPreTraining.from_pretrained(source)
     return AlbertForPreTraining(setup.model_config)
 
 
@@ -556,7 +589,7 @@ def _train_step(r: _Run, micro: list[dict[str, Any]]) -> tr.StepResult:
     return tr.train_step(
         r.model,
         micro,
-        pretraining_loss,
+        functools.partial(pretraining_loss, rtd_weight=r.cfg.rtd_weight),
         r.optimizer,
         r.scheduler,
         scaler=r.scaler,
@@ -580,6 +613,7 @@ def _log_train(
         step=st.step,
         loss=st.last_train["loss"],
         mlm_acc=st.last_train.get("mlm_accuracy"),
+        rtd_acc=st.last_train.get("rtd_accuracy"),  # None (not shown) unless --objective rtd
         lr=result.lr,
         tok_s=round(rate["tokens_per_s"]),
     )
@@ -668,6 +702,7 @@ def _summary(
             "hidden_size": bare.config.hidden_size,
             "layers": bare.config.num_hidden_layers,
             "vocab_size": bare.config.vocab_size,
+            "objective": r.cfg.objective,
         },
         "steps": st.step,
         "total_steps": r.total,

@@ -126,16 +126,52 @@ def mask_spec(
     )
 
 
-def pretraining_loss(
-    model: torch.nn.Module, batch: Mapping[str, torch.Tensor]
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """MLM (mean over real predictions) + SOP cross-entropy, and their accuracies."""
-    out = model(
+RTD_WEIGHT = 50.0  # ELECTRA's weight of the replaced-token loss against the generator's MLM
+
+
+def _is_rtd(model: torch.nn.Module) -> bool:
+    from albertzh.model.albert import AlbertForReplacedTokenDetection
+
+    return isinstance(tr.unwrap_model(model), AlbertForReplacedTokenDetection)
+
+
+def _forward(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> Any:
+    """The pretraining forward; a replaced-token-detection model also gets the MLM labels
+    (its generator's replacements are scored against the original tokens)."""
+    extra = {}
+    if _is_rtd(model):
+        extra = {"masked_labels": batch["masked_labels"], "ignore_index": IGNORE_INDEX}
+    return model(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
         token_type_ids=batch["token_type_ids"],
         masked_positions=batch["masked_positions"],
+        **extra,
     )
+
+
+def _rtd_sums(out: Any, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Replaced-token detection over every real token: BCE sum, correct, replaced, count."""
+    real = attention_mask.bool()
+    logits, labels = out.rtd_logits.float()[real], out.rtd_labels[real]
+    return {
+        "rtd_loss": F.binary_cross_entropy_with_logits(logits, labels, reduction="sum"),
+        "rtd_correct": ((logits > 0).float() == labels).sum(),
+        "rtd_replaced": labels.sum(),
+        "rtd_count": torch.tensor(float(labels.numel())),
+    }
+
+
+def pretraining_loss(
+    model: torch.nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    *,
+    rtd_weight: float = RTD_WEIGHT,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """MLM (mean over real predictions) + SOP cross-entropy, and their accuracies; for a
+    replaced-token-detection model also ``rtd_weight`` x the detection loss (mean over real
+    tokens), the generator's MLM being the MLM term."""
+    out = _forward(model, batch)
     logits = out.mlm_logits.float()  # [B, P, V]
     labels = batch["masked_labels"]  # [B, P], IGNORE_INDEX in padding slots
     valid = labels != IGNORE_INDEX
@@ -158,7 +194,18 @@ def pretraining_loss(
         "sop_loss": sop_loss.detach(),
         "sop_accuracy": sop_acc,
     }
-    return mlm_loss + sop_loss, metrics
+    loss = mlm_loss + sop_loss
+    if out.rtd_logits is not None:
+        rtd = _rtd_sums(out, batch["attention_mask"])
+        count = rtd["rtd_count"].clamp(min=1)
+        rtd_loss = rtd["rtd_loss"] / count
+        loss = loss + rtd_weight * rtd_loss
+        metrics |= {
+            "rtd_loss": rtd_loss.detach(),
+            "rtd_accuracy": rtd["rtd_correct"] / count,
+            "rtd_replaced": rtd["rtd_replaced"] / count,
+        }
+    return loss, metrics
 
 
 @torch.no_grad()
@@ -172,17 +219,14 @@ def _eval_sums(
     sums = dict.fromkeys(
         ("mlm_loss", "mlm_correct", "mlm_count", "sop_loss", "sop_correct", "instances"), 0.0
     )
+    if _is_rtd(model):  # the same keys on every rank, even one without an eval batch
+        sums |= dict.fromkeys(("rtd_loss", "rtd_correct", "rtd_replaced", "rtd_count"), 0.0)
     for i, batch in enumerate(batches):
         if max_batches is not None and i >= max_batches:
             break
         batch = tr.to_device(batch, device)
         with tr.autocast(precision, device):
-            out = model(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                token_type_ids=batch["token_type_ids"],
-                masked_positions=batch["masked_positions"],
-            )
+            out = _forward(model, batch)
         logits, labels = out.mlm_logits.float(), batch["masked_labels"]
         valid = labels != IGNORE_INDEX
         sums["mlm_loss"] += float(
@@ -199,18 +243,29 @@ def _eval_sums(
         sums["sop_loss"] += float(F.cross_entropy(sop, batch["sop_labels"], reduction="sum"))
         sums["sop_correct"] += float((sop.argmax(-1) == batch["sop_labels"]).sum())
         sums["instances"] += float(batch["sop_labels"].shape[0])
+        if out.rtd_logits is not None:
+            for k, v in _rtd_sums(out, batch["attention_mask"]).items():
+                sums[k] += float(v)
     return sums
 
 
 def _eval_metrics(sums: Mapping[str, float]) -> dict[str, float]:
     n_mlm, n = max(1.0, sums["mlm_count"]), max(1.0, sums["instances"])
-    return {
+    metrics = {
         "mlm_loss": sums["mlm_loss"] / n_mlm,
         "mlm_accuracy": sums["mlm_correct"] / n_mlm,
         "sop_loss": sums["sop_loss"] / n,
         "sop_accuracy": sums["sop_correct"] / n,
         "instances": int(sums["instances"]),
     }
+    if "rtd_count" in sums:
+        n_rtd = max(1.0, sums["rtd_count"])
+        metrics |= {
+            "rtd_loss": sums["rtd_loss"] / n_rtd,
+            "rtd_accuracy": sums["rtd_correct"] / n_rtd,
+            "rtd_replaced": sums["rtd_replaced"] / n_rtd,
+        }
+    return metrics
 
 
 def evaluate_units(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from albertzh.errors import VocabMismatchError
+from albertzh.errors import ConfigError, VocabMismatchError
 from albertzh.model import AlbertForPreTraining
 from albertzh.pipeline import pretrain as pt
 from albertzh.train import loop as tr
@@ -555,3 +555,58 @@ def test_nsp_sentence_task_trains_and_is_recorded(inputs: dict[str, Path], tmp_p
     assert s["steps"] == 6
     meta = json.loads((tmp_path / "nsp" / "albertzh.json").read_text())
     assert meta["config"]["sentence_task"] == "nsp"
+
+
+def test_rtd_objective_trains_resumes_and_saves_an_encoder(
+    inputs: dict[str, Path], baseline: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--objective rtd: the detection loss falls, a stop + --resume continues bit-identically
+    (the generator's sampling follows the restored RNG), and the model dir finetunes."""
+    from albertzh.model import AlbertForSequenceClassification
+    from albertzh.model.albert import AlbertForReplacedTokenDetection
+
+    kw = dict(objective="rtd", generator_size=0.5, steps=12, eval_fraction=0.1, eval_every=6)
+    ref = pt.run(_cfg(inputs, tmp_path / "ref", **kw)).to_dict()
+    recs = tr.read_metrics(tmp_path / "ref", "train")
+    assert {"rtd_loss", "rtd_accuracy", "rtd_replaced", "mlm_loss"} <= set(recs[0])
+    early = sum(r["rtd_loss"] for r in recs[:3]) / 3
+    late = sum(r["rtd_loss"] for r in recs[-3:]) / 3
+    assert late < early
+    assert {"rtd_loss", "rtd_accuracy"} <= set(ref["eval_last"]) and ref["model"][
+        "objective"
+    ] == "rtd"
+
+    out = tmp_path / "run"
+    _stop_at(monkeypatch, 4, signal.SIGINT)
+    assert pt.run(_cfg(inputs, out, **kw)).exit_code == 130
+    monkeypatch.undo()
+    resumed = pt.run(_cfg(inputs, out, resume=True, **kw)).to_dict()
+    assert resumed["resumed_from_step"] == 4
+    assert resumed["weights_sha256"] == ref["weights_sha256"]
+    assert resumed["eval_last"] == ref["eval_last"]
+
+    cfg_json = json.loads((out / "config.json").read_text())
+    assert cfg_json["architectures"] == ["AlbertModel"]
+    loaded = AlbertForReplacedTokenDetection.from_pretrained(out, generator_size=0.5)
+    assert pt.weights_digest(loaded) == ref["weights_sha256"]
+    clf = AlbertForSequenceClassification.from_pretrained(out, num_labels=3)
+    assert "generator" in clf.load_info["ignored"]
+    # --init-from an MLM-pretrained model starts RTD from its encoder (fresh generator).
+    cont = pt.run(
+        _cfg(
+            inputs,
+            tmp_path / "cont",
+            objective="rtd",
+            steps=3,
+            init_from=baseline["dir"],
+            model_config_file=None,
+        )
+    ).to_dict()
+    assert cont["steps"] == 3 and cont["model"]["objective"] == "rtd"
+
+
+def test_rtd_refuses_the_brightmart_layout(inputs: dict[str, Path], tmp_path: Path) -> None:
+    bright = inputs["root"] / "bright.json"
+    bright.write_text(json.dumps({**TINY, "embedding_layout": "brightmart"}))
+    with pytest.raises(ConfigError, match="--objective rtd.*brightmart"):
+        pt._setup(_cfg(inputs, tmp_path / "b", objective="rtd", model_config_file=bright))
