@@ -174,6 +174,18 @@ def load_model(cls: type[M], path: str | os.PathLike[str], **overrides: Any) -> 
     return model
 
 
+def require_trained_heads(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
+    """Refuse a model whose weights lacked a head that :func:`load_model` then initialised
+    afresh: a finetuned model that lost its classifier must not answer at random."""
+    fresh = (getattr(model, "load_info", None) or {}).get("initialized") or []
+    if fresh:
+        raise ModelDirError(
+            f"{path}: its weights hold no {', '.join(fresh)} although config.json describes "
+            f"a {type(model).__name__}; the directory is incomplete or its files were mixed "
+            "up (refusing to use randomly initialised weights)"
+        )
+
+
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``albertzh.json`` of a model directory ({} for plain HF directories)."""
     file = Path(path) / META_FILE
@@ -188,6 +200,16 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
+
+
+def _usual_modes(root: Path) -> None:
+    """mkdtemp makes the directory 0700 and safetensors its file 0600: give them the modes a
+    plain mkdir/open would (0777/0666 less the umask), so other users can load the model."""
+    umask = os.umask(0)
+    os.umask(umask)
+    root.chmod(0o777 & ~umask)
+    for p in root.rglob("*"):
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
 
 def save_model(
@@ -228,6 +250,7 @@ def save_model(
         )
         if tokenizer is not None:
             tokenizer.save(tmp)
+        _usual_modes(tmp)
         if not path.exists():
             os.replace(tmp, path)
             return path

@@ -228,3 +228,28 @@ def test_bin_with_arbitrary_pickle_is_refused(tmp_path) -> None:
     torch.save({"x": NotAllowed()}, tmp_path / "pytorch_model.bin")
     with pytest.raises(ModelDirError, match=r"pytorch_model\.bin: cannot read weights"):
         AlbertModel.from_pretrained(tmp_path)
+
+
+def test_a_saved_model_gets_the_modes_of_the_umask(tmp_path) -> None:
+    """Not 0700/0600 (mkdtemp, safetensors): other users can load a model albertzh wrote."""
+    import os
+
+    from albertzh.model import AlbertConfig, AlbertModel
+
+    old = os.umask(0o022)
+    try:
+        AlbertModel(
+            AlbertConfig(
+                vocab_size=30,
+                hidden_size=16,
+                num_attention_heads=2,
+                intermediate_size=32,
+                embedding_size=8,
+                num_hidden_layers=1,
+            )
+        ).save_pretrained(tmp_path / "m")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o755
+    for f in (tmp_path / "m").iterdir():
+        assert f.stat().st_mode & 0o777 == 0o644, f.name
