@@ -53,6 +53,15 @@ def _path_or_url(value: Any) -> Path | str:
 # A local path (-> Path) or a URL (kept as the string given). The CLI maps it to a text flag.
 PathOrURL = Annotated[Union[Path, str], PlainValidator(_path_or_url, json_schema_input_type=str)]  # noqa: UP007
 
+# The --break-lock switch of every stage that writes an output directory (albertzh.outputs).
+BreakLock = Annotated[
+    bool,
+    Field(
+        description="Break the lock an albertzh process left in the output directory when that "
+        "process is gone (killed or crashed); a running writer's lock is never broken."
+    ),
+]
+
 
 class StageConfig(BaseModel):
     """Base of every stage config: strict (unknown keys are errors) and validated on assignment."""
@@ -72,7 +81,12 @@ def load_config_file(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a YAML or JSON text file (byte {exc.start} is not UTF-8)"
+        ) from exc
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
@@ -157,7 +171,12 @@ class CorpusStageConfig(StageConfig):
     resume: bool = Field(
         False, description="Keep complete parts in the output directory and do only the rest."
     )
-    overwrite: bool = Field(False, description="Delete a non-empty output directory first.")
+    overwrite: bool = Field(
+        False,
+        description="Delete what albertzh wrote in the output directory first (a directory "
+        "holding other files is refused).",
+    )
+    break_lock: BreakLock = False
     shard_index: int = Field(
         0, ge=0, description="Process only work units i with i % num_shards == shard_index."
     )

@@ -80,6 +80,14 @@ def print_error(message: str) -> None:
     err_console.file.flush()
 
 
+def print_warning(message: str) -> None:
+    """One yellow ``warning:`` line on stderr: something was worked around, the run goes on."""
+    err_console.print(
+        f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True
+    )
+    err_console.file.flush()
+
+
 def interactive() -> bool:
     """True when progress bars should be drawn (stderr is a terminal)."""
     return err_console.is_terminal

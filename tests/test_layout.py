@@ -12,8 +12,8 @@ functions, under ``if TYPE_CHECKING:`` and ``importlib.import_module("...")`` /
 - train imports data, model and base;
 - data imports base only, and never ``torch`` (not even lazily);
 - model imports base only (never pipeline, train, data or cli);
-- base (``tokenizer``, ``config``, ``console``, ``errors``, ``files``, ``__init__``) imports
-  only base; ``files`` imports neither pyarrow nor torch.
+- base (``tokenizer``, ``config``, ``console``, ``errors``, ``files``, ``outputs``,
+  ``__init__``) imports only base; ``files`` and ``outputs`` import neither pyarrow nor torch.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pytest
 PACKAGE = "albertzh"
 ROOT = Path(__file__).resolve().parents[1]
 
-BASE_MODULES = {"tokenizer", "config", "console", "errors", "files"}
+BASE_MODULES = {"tokenizer", "config", "console", "errors", "files", "outputs"}
 ENTRY_POINTS = {"__main__"}  # top-level modules that belong with cli
 SUBPACKAGES = ("cli", "pipeline", "train", "data", "model")
 ORCHESTRATORS = {f"{PACKAGE}.pipeline.quickstart"}
@@ -44,7 +44,10 @@ ALLOWED: dict[str, set[str]] = {
 }
 # Third-party packages a module must never import, by layer or by module.
 FORBIDDEN_BY_LAYER: dict[str, set[str]] = {"data": {"torch"}}
-FORBIDDEN_BY_MODULE: dict[str, set[str]] = {f"{PACKAGE}.files": {"torch", "pyarrow"}}
+FORBIDDEN_BY_MODULE: dict[str, set[str]] = {
+    f"{PACKAGE}.files": {"torch", "pyarrow"},
+    f"{PACKAGE}.outputs": {"torch", "pyarrow"},
+}
 
 
 @dataclass(frozen=True)

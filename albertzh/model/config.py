@@ -7,6 +7,7 @@ field out means the same thing here as in transformers. Build new models from a 
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from pathlib import Path
@@ -33,7 +34,21 @@ PRESETS: dict[str, tuple[int, int, int, int]] = {
     "xxlarge": (4096, 12, 64, 16384),
 }
 
-# Keys HF writes into config.json that carry no model shape; accepted and dropped on read.
+# Keys albert_zh's albert_config.json carries for BERT's pooler variants (unused by ALBERT).
+ALBERT_ZH_POOLER_KEYS = (
+    "directionality",
+    "pooler_fc_size",
+    "pooler_num_attention_heads",
+    "pooler_num_fc_layers",
+    "pooler_size_per_head",
+    "pooler_type",
+)
+
+# Keys transformers writes into (or reads from) an ALBERT config.json that shape nothing here:
+# save bookkeeping, PretrainedConfig's common attributes (4.x and 5.x), the generation
+# parameters older versions saved, and the BERT pooler keys of albert_zh's converted configs.
+# They are accepted and dropped; any other unknown key is an error (a typo must not silently
+# leave a field at its default).
 _HF_BOOKKEEPING = {
     "architectures",
     "model_type",
@@ -41,8 +56,70 @@ _HF_BOOKKEEPING = {
     "dtype",
     "torch_dtype",
     "_name_or_path",
+    "name_or_path",
+    "_commit_hash",
+    "_attn_implementation",
+    "_attn_implementation_autoset",
+    "attn_implementation",
     "num_labels",  # folded into id2label handling below
+    # PretrainedConfig's common attributes
+    "return_dict",
+    "output_hidden_states",
+    "output_attentions",
+    "torchscript",
+    "use_bfloat16",
+    "tf_legacy_loss",
+    "chunk_size_feed_forward",
+    "is_encoder_decoder",
+    "is_decoder",
+    "cross_attention_hidden_size",
+    "add_cross_attention",
+    "tie_encoder_decoder",
+    "finetuning_task",
+    "tokenizer_class",
+    "prefix",
+    "sep_token_id",
+    "decoder_start_token_id",
+    "task_specific_params",
+    "xla_device",
+    "gradient_checkpointing",
+    "output_past",
+    "use_cache",
+    # generation parameters (transformers.GenerationConfig's defaults)
+    *("assistant_confidence_threshold", "assistant_lookbehind", "bad_words_ids"),
+    *("begin_suppress_tokens", "diversity_penalty", "do_sample", "early_stopping"),
+    *("encoder_no_repeat_ngram_size", "encoder_repetition_penalty", "epsilon_cutoff"),
+    *("eta_cutoff", "exponential_decay_length_penalty", "forced_bos_token_id"),
+    *("forced_eos_token_id", "length_penalty", "max_length", "min_length"),
+    *("no_repeat_ngram_size", "num_assistant_tokens", "num_assistant_tokens_schedule"),
+    *("num_beam_groups", "num_beams", "num_return_sequences", "output_scores"),
+    *("remove_invalid_values", "repetition_penalty", "return_dict_in_generate"),
+    *("suppress_tokens", "target_lookbehind", "temperature", "top_k", "top_p", "typical_p"),
+    # albert_zh's configs, converted by others to HF (BERT's pooler, unused by ALBERT)
+    *ALBERT_ZH_POOLER_KEYS,
 }
+# Keys of Google's ALBERT config (kept in HF's hub configs) and transformers' head pruning: their
+# defaults change nothing; other values select models albertzh does not build.
+_NO_OP_VALUES: dict[str, Any] = {
+    "net_structure_type": 0,
+    "gap_size": 0,
+    "num_memory_blocks": 0,
+    "down_scale_factor": 1,
+    "layers_to_keep": [],
+    "pruned_heads": {},
+    "position_embedding_type": "absolute",
+}
+
+
+def unknown_keys_error(unknown: list[str], known: set[str] | list[str], source: str) -> ConfigError:
+    """``source: unknown key 'hiden_size' (did you mean 'hidden_size'?)`` for each key."""
+    parts = []
+    for key in sorted(unknown):
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        parts.append(f"{key!r}{hint}")
+    noun = "key" if len(parts) == 1 else "keys"
+    return ConfigError(f"{source}: unknown {noun} {', '.join(parts)}")
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -202,7 +279,7 @@ class AlbertConfig(BaseModel):
         )
         unknown = sorted(set(overrides) - set(cls.model_fields))
         if unknown:
-            raise ConfigError(f"preset: unknown field(s) {', '.join(unknown)} for AlbertConfig")
+            raise unknown_keys_error(unknown, set(cls.model_fields), "AlbertConfig.preset")
         fields.update(overrides)
         return cls(**fields)
 
@@ -210,7 +287,7 @@ class AlbertConfig(BaseModel):
         """A copy with some fields changed (validated again)."""
         unknown = sorted(set(overrides) - set(type(self).model_fields))
         if unknown:
-            raise ConfigError(f"AlbertConfig: unknown field(s) {', '.join(unknown)}")
+            raise unknown_keys_error(unknown, set(type(self).model_fields), "AlbertConfig")
         # Labels travel together: new names imply their count, a new count drops stale names.
         if overrides.get("id2label") is not None and "num_labels" not in overrides:
             overrides["num_labels"] = len(overrides["id2label"])
@@ -227,11 +304,15 @@ class AlbertConfig(BaseModel):
         model_type = data.get("model_type", "albert")
         if model_type != "albert":
             raise ConfigError(f"{source}: model_type is {model_type!r}, expected 'albert'")
-        position_type = data.get("position_embedding_type", "absolute")
-        if position_type != "absolute":
-            raise ConfigError(
-                f"{source}: position_embedding_type {position_type!r} is not supported (absolute only)"
-            )
+        known = set(cls.model_fields) | _HF_BOOKKEEPING | set(_NO_OP_VALUES)
+        unknown = [k for k in data if k not in known]
+        if unknown:
+            raise unknown_keys_error(unknown, known, source)
+        for key, value in _NO_OP_VALUES.items():
+            if key in data and data[key] != value and data[key] is not None:
+                raise ConfigError(
+                    f"{source}: {key} {data[key]!r} is not supported (only {value!r})"
+                )
         fields = {k: v for k, v in data.items() if k in cls.model_fields}
         if fields.get("id2label") is not None:
             try:

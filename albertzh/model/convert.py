@@ -32,7 +32,12 @@ from typing import Any, Literal
 import numpy as np
 
 from albertzh.errors import ConfigError, InputError, ModelDirError, VocabMismatchError
-from albertzh.model.config import AlbertConfig, read_json_object
+from albertzh.model.config import (
+    ALBERT_ZH_POOLER_KEYS,
+    AlbertConfig,
+    read_json_object,
+    unknown_keys_error,
+)
 
 Layout = Literal["google", "brightmart"]
 Head = Literal["pretraining", "classifier"]
@@ -43,12 +48,7 @@ SKIPPED_NAMES = ("global_step",)
 # albert_config.json keys that carry nothing the converted model needs (pooler_* describe an
 # unused pooler variant); anything else unknown is an error rather than silently ignored.
 _IGNORED_TF_KEYS = {
-    "directionality",
-    "pooler_fc_size",
-    "pooler_num_attention_heads",
-    "pooler_num_fc_layers",
-    "pooler_size_per_head",
-    "pooler_type",
+    *ALBERT_ZH_POOLER_KEYS,
     "initializer_range",
     "use_position_embeddings",
 }
@@ -233,15 +233,10 @@ def config_from_tf_json(
     """
     path = Path(path)
     data = read_json_object(path)
-    unknown = sorted(
-        set(data)
-        - _CONFIG_KEYS
-        - _IGNORED_TF_KEYS
-        - set(_REQUIRED_DEFAULTS)
-        - {"down_scale_factor"}
-    )
+    known = _CONFIG_KEYS | _IGNORED_TF_KEYS | set(_REQUIRED_DEFAULTS) | {"down_scale_factor"}
+    unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"{path}: unknown field(s) {', '.join(unknown)}")
+        raise unknown_keys_error(unknown, known, str(path))
     for key, want in {**_REQUIRED_DEFAULTS, **_REQUIRED_DEFAULTS_DOWN}.items():
         if key in data and data[key] != want:
             raise ConfigError(f"{path}: {key}={data[key]} is not supported (only {want})")

@@ -22,10 +22,10 @@ How it runs:
    of theirs is dropped as ``excluded``. Every copy counts as ``excluded``, none as seen.
 4. **Resume.** ``--resume`` keeps every complete part. The seen-hash set (and LSH index) is
    rebuilt by re-hashing the text of those kept parts as the in-order pass reaches them, so a
-   resumed run drops exactly the duplicates a single run would. Each part's footer holds a
-   digest of the options and inputs that shape it (inputs by name, format and size; for
+   resumed run drops exactly the duplicates a single run would. Each part's footer records the
+   options and inputs that shape it (:func:`part_origin`: inputs by name, format and size; for
    ``--exclude``, the digest of the excluded keys — never paths); parts written with other
-   options or inputs are refused before any work starts.
+   options or inputs are refused before the output is touched (:func:`dataset.check_resume`).
    The manifest is written last.
 
 Staging files live in ``<output>/.staging-clean/`` (in a local temporary directory when the
@@ -57,13 +57,14 @@ import pyarrow.parquet as pq
 import xxhash
 from pydantic import Field, model_validator
 
+from albertzh import outputs
 from albertzh.config import CorpusStageConfig
 from albertzh.console import Summary, progress
 from albertzh.data import dataset as ds
 from albertzh.data import fs
 from albertzh.data import textrules as tr
 from albertzh.data.sources import STDIN, InputFile, Unit, discover, plan_units, read_unit
-from albertzh.errors import ConfigError, DatasetError, InputError
+from albertzh.errors import ConfigError, InputError
 
 STAGE = "clean"
 DOCS_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.string()), ("source", pa.string())])
@@ -292,6 +293,21 @@ def options_digest(
             raise ValueError("options_digest: --exclude is set, pass its Excluded")
         opts["exclude"] = excluded.digest
     return hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def part_origin(
+    cfg: CleanConfig, files: Sequence[InputFile], excluded: Excluded | None = None
+) -> dict[str, Any]:
+    """What each part records it was made from (see :func:`dataset.origin_of`): the options,
+    a digest of the inputs (as in :func:`options_digest`) and of the ``--exclude`` keys."""
+    origin = ds.origin_of(STAGE, cfg, ignore={"exclude", "inputs"})
+    inputs = [
+        [fs.name_of(f.path), f.fmt, f.gz, None if f.path == STDIN else fs.size(f.path)]
+        for f in files
+    ]
+    origin["inputs"] = hashlib.sha256(json.dumps(inputs).encode()).hexdigest()[:16]
+    origin["exclude"] = excluded.digest if cfg.exclude and excluded is not None else None
+    return origin
 
 
 def text_hash(text: str) -> int:
@@ -563,7 +579,13 @@ def _doc_id(index: int, row: int) -> str:
 
 
 def _finish_unit(
-    out: fs.Location, index: int, unit: Unit, staging: str, stats: dict[str, Any], dedup: Deduper
+    out: fs.Location,
+    index: int,
+    unit: Unit,
+    staging: str,
+    stats: dict[str, Any],
+    dedup: Deduper,
+    origin: dict[str, Any],
 ) -> dict[str, Any]:
     """Decide duplicates for one staged unit, then stream its kept rows into part ``index``."""
     # Plain reads, not a memory map: mapped pages would count in RSS for the whole unit.
@@ -604,17 +626,22 @@ def _finish_unit(
                 schema=DOCS_SCHEMA,
             )
 
-    _write_part_streaming(out, index, batches(), stats)
+    _write_part_streaming(out, index, batches(), stats, origin)
     return stats
 
 
 def _write_part_streaming(
-    out: fs.Location, index: int, tables: Iterator[pa.Table], stats: dict[str, Any]
+    out: fs.Location,
+    index: int,
+    tables: Iterator[pa.Table],
+    stats: dict[str, Any],
+    origin: dict[str, Any],
 ) -> None:
-    """Like :func:`dataset.write_part` (temp name, fsync, rename, stats in the footer), streamed."""
+    """Like :func:`dataset.write_part` (temp name, fsync, rename, stats and origin in the
+    footer), streamed."""
     final = fs.join(out, ds.part_name(index))
     tmp = fs.tmp_for(final)
-    schema = DOCS_SCHEMA.with_metadata({ds.STATS_KEY: json.dumps(stats, sort_keys=True).encode()})
+    schema = DOCS_SCHEMA.with_metadata(ds.part_metadata(stats, origin))
     filesystem, where = fs.split(tmp)
     try:
         with pq.ParquetWriter(where, schema, compression="zstd", filesystem=filesystem) as writer:
@@ -667,15 +694,6 @@ def _ordered_map(
         ex.shutdown(wait=True, cancel_futures=True)
 
 
-def _check_resumable(part: fs.Location, digest: str) -> None:
-    found = ds.read_part_stats(part).get("options")
-    if found != digest:
-        raise DatasetError(
-            f"{part}: written with other clean options or inputs ({found} != {digest}); "
-            "--resume needs the same ones (or use --overwrite)"
-        )
-
-
 def _check_optional_packages(cfg: CleanConfig) -> None:
     if cfg.t2s:
         try:
@@ -693,6 +711,13 @@ def _check_optional_packages(cfg: CleanConfig) -> None:
 
 def run(config: CleanConfig) -> Summary:
     """Clean, filter and de-duplicate the inputs into a docs dataset; returns the summary."""
+    outputs.check_apart(config.output, {"INPUTS": config.inputs, "--exclude": config.exclude})
+    shard = (config.shard_index, config.num_shards)
+    with ds.output_lock(config.output, break_lock=config.break_lock, shard=shard):
+        return _run(config)
+
+
+def _run(config: CleanConfig) -> Summary:
     t0 = time.perf_counter()
     # Arrow's default allocator (mimalloc) keeps freed pages, so peak RSS would grow with the
     # size of the parts read; the system allocator returns them (same speed here).
@@ -706,7 +731,12 @@ def run(config: CleanConfig) -> Summary:
     excluded = Excluded.load(config)  # bad --exclude files stop here, before the output exists
     dedup = Deduper(config, excluded)
     digest = options_digest(config, files, excluded)
+    origin = part_origin(config, files, excluded)
     shard = (config.shard_index, config.num_shards)
+    if config.resume:  # refuse a mixed output before touching it
+        ds.check_resume(
+            config.output, origin, total_parts=len(units), shard=shard, schema=DOCS_SCHEMA
+        )
     out = ds.prepare_output(
         config.output, resume=config.resume, overwrite=config.overwrite, shard=shard
     )
@@ -721,9 +751,6 @@ def run(config: CleanConfig) -> Summary:
 
     mine = ds.select_shard(units, config.shard_index, config.num_shards)
     todo = [(i, u) for i, u in mine if not ds.part_complete(out, i)]
-    for i, _ in mine:  # refuse a mixed output before doing any work
-        if ds.part_complete(out, i):
-            _check_resumable(fs.join(out, ds.part_name(i)), digest)
     jobs = [(config, i, u, str(staging_dir)) for i, u in todo]
     results = _ordered_map(
         clean_unit, jobs, config.workers, inline=lambda job: job[2].source == STDIN
@@ -740,7 +767,7 @@ def run(config: CleanConfig) -> Summary:
                     index, staging, stats = next(results)
                     assert index == i, (index, i)
                     stats["options"] = digest
-                    done.append(_finish_unit(out, i, unit, staging, stats, dedup))
+                    done.append(_finish_unit(out, i, unit, staging, stats, dedup, origin))
                     os.unlink(staging)
                     kept += done[-1]["rows_out"]
                     bar.update(docs=kept)

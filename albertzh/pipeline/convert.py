@@ -79,8 +79,13 @@ class ConvertConfig(StageConfig):
     overwrite: bool = Field(False, description="Replace a non-empty output directory.")
 
 
+# Files whose names match *config*.json beside a checkpoint but describe no model (the
+# tokenizer files albertzh's own --to tf writes there, and HF's).
+_NOT_MODEL_CONFIGS = {"tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}
+
+
 def _beside(prefix: Path, pattern: str, what: str, flag: str) -> Path:
-    found = sorted(prefix.parent.glob(pattern))
+    found = sorted(p for p in prefix.parent.glob(pattern) if p.name not in _NOT_MODEL_CONFIGS)
     if len(found) == 1:
         return found[0]
     if not found:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from albertzh import outputs
 from albertzh.config import PathOrURL, StageConfig
 from albertzh.console import Summary, progress
 from albertzh.data import tasks as T
@@ -37,6 +38,7 @@ class EvalConfig(StageConfig):
     predictions: Path | None = Field(
         None, description="Write one JSON line per row (label, probabilities) to this file."
     )
+    overwrite: bool = Field(False, description="Replace an existing --predictions file.")
     shards: PathOrURL | None = Field(
         None,
         description="Instead of a task: MLM/SOP metrics of a pretrained model on these shards (a local path or a URL).",
@@ -108,6 +110,10 @@ def run_task(cfg: EvalConfig) -> EvalSummary:
     from albertzh.train.inference import load_classifier
 
     t0 = time.perf_counter()
+    if cfg.predictions is not None:
+        inputs = {"--model": cfg.model, "--data-dir": cfg.data_dir}
+        outputs.check_apart(cfg.predictions, inputs, flag="--predictions")
+        outputs.check_file_output(cfg.predictions, overwrite=cfg.overwrite, flag="--predictions")
     clf = load_classifier(
         cfg.model, device=cfg.device, precision=cfg.precision, max_seq_len=cfg.max_seq_len
     )

@@ -14,6 +14,7 @@ onnxruntime quantizes only MatMuls whose weight is a constant.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -24,7 +25,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from albertzh.config import StageConfig
+from albertzh import outputs
+from albertzh.config import BreakLock, StageConfig
 from albertzh.console import Summary
 from albertzh.errors import InputError, ModelDirError
 from albertzh.model.onnx import (
@@ -40,6 +42,12 @@ GRAPH = "model.onnx"
 TOKENIZER_FILES = ("vocab.txt", "spiece.model", "tokenizer_config.json", "vocab.json")
 # Every file export may write: --overwrite replaces these and never touches anything else.
 EXPORT_FILES = (GRAPH, "config.json", *TOKENIZER_FILES)
+# What model, run and dataset directories hold and an export output never does: export never
+# writes beside these (its config.json and vocab.txt would replace the model's own).
+NOT_EXPORTED = (
+    *("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "albertzh.json"),
+    *("checkpoints", "metrics.jsonl", "metrics.json", "manifest.json", "part-*.parquet"),
+)
 
 
 class ExportConfig(StageConfig):
@@ -69,8 +77,9 @@ class ExportConfig(StageConfig):
     overwrite: bool = Field(
         False,
         description="Write into a non-empty output directory, replacing the files export writes "
-        "(and only those).",
+        "(and only those); never into a model, run or dataset directory.",
     )
+    break_lock: BreakLock = False
 
     @model_validator(mode="after")
     def _check(self) -> ExportConfig:
@@ -85,6 +94,7 @@ class ExportConfig(StageConfig):
 def load_for_export(model_dir: Path, head: str) -> tuple[Any, str]:
     """The model to export and the resolved head ("classifier" or "none")."""
     from albertzh.model import AlbertForSequenceClassification, AlbertModel
+    from albertzh.model.io import require_trained_heads
 
     model_dir = Path(model_dir)
     cfg_file = model_dir / "config.json"
@@ -104,6 +114,7 @@ def load_for_export(model_dir: Path, head: str) -> tuple[Any, str]:
                 "use --head none to export the encoder"
             )
         model = AlbertForSequenceClassification.from_pretrained(model_dir)
+        require_trained_heads(model, model_dir)
     else:
         model = AlbertModel.from_pretrained(model_dir)
     model.eval()
@@ -115,7 +126,21 @@ def _check_output(out: Path, overwrite: bool) -> None:
         raise InputError(
             f"{out}: is a file; -o is the directory to write {GRAPH} and its files into"
         )
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    names = outputs.entries(out)
+    other = next((n for n in names if any(fnmatch.fnmatchcase(n, p) for p in NOT_EXPORTED)), None)
+    if other is not None:
+        raise InputError(
+            f"{out}: holds {other}: a model, run or dataset directory, not an export output; "
+            "export never writes into one (choose another -o)"
+        )
+    if names and GRAPH not in names:
+        mine = next((n for n in names if n in EXPORT_FILES), None)
+        if mine is not None:
+            raise InputError(
+                f"{out}: holds {mine} but no {GRAPH}: not an export output, and export would "
+                "replace that file (choose another -o)"
+            )
+    if names and not overwrite:
         raise InputError(
             f"{out}: not empty (use --overwrite to replace the files export writes there)"
         )
@@ -125,12 +150,17 @@ def run(cfg: ExportConfig) -> Summary:
     """Export the model directory to ``OUTPUT/model.onnx`` (+ config and tokenizer files) and
     (optionally) check the graph in onnxruntime."""
     out = Path(cfg.output)
+    outputs.check_apart(out, {"--model": cfg.model})
+    created = not out.exists()
+    with outputs.locked(out, break_lock=cfg.break_lock):
+        return _export(cfg, out, created)
+
+
+def _export(cfg: ExportConfig, out: Path, created: bool) -> Summary:
     _check_output(out, cfg.overwrite)
     model, head = load_for_export(Path(cfg.model), cfg.head)
     if not any((Path(cfg.model) / n).is_file() for n in ("vocab.txt", "spiece.model")):
         raise ModelDirError(f"{cfg.model}: no vocab.txt or spiece.model (tokenizer) to ship")
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Any] = {"model": str(cfg.model), "head": head, "opset": cfg.opset}
     t0 = time.perf_counter()
     try:
@@ -162,8 +192,9 @@ def run(cfg: ExportConfig) -> Summary:
             for name in files:
                 os.replace(stage / name, out / name)
     except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
+        if created:  # the directory goes too (outputs.locked removes it once empty)
+            for name in EXPORT_FILES:
+                (out / name).unlink(missing_ok=True)
         raise
     kind = "int8 (dynamic quantization)" if cfg.quantize == "int8" else "fp32"
     figures.update(

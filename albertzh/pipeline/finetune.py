@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from albertzh import outputs
 from albertzh.console import Summary, err_console, progress
 from albertzh.data import tasks as T
 from albertzh.data.dataset import atomic_write_json
@@ -282,9 +283,11 @@ class _TrainState:
 def run(cfg: FinetuneConfig) -> Summary:
     """Finetune ``cfg.model`` on ``cfg.task``; the run dir ends as the best model dir."""
     t_start = time.perf_counter()
+    outputs.check_apart(cfg.output, {"--model": cfg.model, "--data-dir": cfg.data_dir})
     dist = tr.init_distributed(cfg.device)
     try:
-        return _run(cfg, dist, t_start)
+        with tr.run_dir_lock(cfg.output, break_lock=cfg.break_lock, is_main=dist.is_main):
+            return _run(cfg, dist, t_start)
     finally:
         tr.cleanup_distributed()
 
@@ -391,7 +394,7 @@ def _load_model(cfg: FinetuneConfig, data: _Data, resume_from: Path | None) -> A
 
     tr.set_seed(cfg.seed)  # the new head's initial weights
     if resume_from is not None:
-        _check_resume(resume_from, data.task)
+        _check_resume(resume_from, cfg, data)
         model = AlbertForSequenceClassification.from_pretrained(resume_from)
     else:
         model = build_model(cfg, data.task)
@@ -419,12 +422,21 @@ def _model_meta(cfg: FinetuneConfig, data: _Data) -> dict[str, Any]:
     }
 
 
-def _check_resume(path: Path, task: T.Task) -> None:
+def _check_resume(path: Path, cfg: FinetuneConfig, data: _Data) -> None:
+    """The checkpoint is of this task and labels, and was made with these settings (a resume
+    cannot honour other ones: it goes on with the checkpoint's model, optimizer and order)."""
+    from albertzh.tokenizer import load_tokenizer
+
+    task = data.task
     meta = json.loads((path / "albertzh.json").read_text(encoding="utf-8"))
     if meta.get("task") != task.name or meta.get("labels") != list(task.labels or ()):
         raise ConfigError(
             f"--resume: {path} was made for task {meta.get('task')} with labels {meta.get('labels')}"
         )
+    also = []
+    if load_tokenizer(path).hash != data.tokenizer.hash:  # --model may move, its vocab may not
+        also.append(("--model", f"{meta.get('base_model')} (its vocab)", f"{cfg.model}"))
+    tr.check_resume_settings(path, cfg, skip=("model", "patience"), also=also)
 
 
 def _restore_best(run_dir: Path, has_best: bool, is_main: bool) -> None:
@@ -434,8 +446,9 @@ def _restore_best(run_dir: Path, has_best: bool, is_main: bool) -> None:
         tmp = run_dir / f".{BEST_DIR}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        for p in run_dir.iterdir():
-            if p.is_file() and p.name not in (METRICS_JSON, "metrics.jsonl"):
+        logs = (METRICS_JSON, "metrics.jsonl")
+        for p in run_dir.iterdir():  # the model's files (not the lock, temp files or logs)
+            if p.is_file() and not p.name.startswith(".") and p.name not in logs:
                 shutil.copy2(p, tmp / p.name)
         tmp.rename(best)
     tr.barrier()

@@ -15,6 +15,7 @@ from typing import Literal, TextIO
 
 from pydantic import Field
 
+from albertzh import outputs
 from albertzh.config import StageConfig
 from albertzh.console import Summary
 from albertzh.errors import InputError
@@ -41,6 +42,7 @@ class PredictConfig(StageConfig):
         description="Where to write the JSON lines; '-' = stdout.",
         json_schema_extra={"short": "-o"},
     )
+    overwrite: bool = Field(False, description="Replace an existing -o file.")
     batch_size: int = Field(64, ge=1, description="Lines per forward pass.")
     max_seq_len: int | None = Field(
         None, ge=3, description="Truncate inputs to this many tokens (default: the finetune value)."
@@ -73,17 +75,26 @@ def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def _input_lines(source: str) -> Iterator[str]:
     if source == "-":
-        yield from sys.stdin
+        raw = getattr(sys.stdin, "buffer", None)
+        if raw is None:  # a text stream put in place of stdin (already decoded)
+            yield from sys.stdin
+        else:
+            yield from _decoded(raw, "<stdin>")
         return
     path = Path(source)
     if not path.is_file():
         raise InputError(f"{path}: input file not found")
     with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{path}: line {n}: not valid UTF-8 ({exc.reason})") from exc
+        yield from _decoded(f, str(path))
+
+
+def _decoded(lines: Iterable[bytes], name: str) -> Iterator[str]:
+    """Binary lines as text; a line that is not UTF-8 is an error naming ``name`` and the line."""
+    for n, raw in enumerate(lines, 1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{name}: line {n}: not valid UTF-8 ({exc.reason})") from exc
 
 
 def predict_stream(
@@ -107,6 +118,9 @@ def run(cfg: PredictConfig) -> Summary:
     import time
 
     t0 = time.perf_counter()
+    if cfg.output != "-":
+        outputs.check_apart(cfg.output, {"INPUT": cfg.input, "--model": cfg.model})
+        outputs.check_file_output(Path(cfg.output), overwrite=cfg.overwrite, flag="-o")
     clf = load_classifier(
         cfg.model, device=cfg.device, precision=cfg.precision, max_seq_len=cfg.max_seq_len
     )

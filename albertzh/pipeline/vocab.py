@@ -39,8 +39,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from albertzh import __version__
-from albertzh.config import PathOrURL, StageConfig
+from albertzh import __version__, outputs
+from albertzh.config import BreakLock, PathOrURL, StageConfig
 from albertzh.console import Summary, progress
 from albertzh.data import dataset as ds
 from albertzh.data.fs import Location
@@ -68,6 +68,8 @@ SPM_SPECIALS = ["[CLS]", "[SEP]", "[MASK]"]  # after [PAD]=0 and [UNK]=1
 # Marks jieba word boundaries in the text fed to spm (removed by spm before training).
 WORD_DELIMITER = "\u241f"
 WORDS_COLUMNS = {"sentences": pa.list_(pa.string()), "word_lens": pa.list_(pa.list_(pa.int32()))}
+# What build-vocab writes in its output directory: --overwrite replaces these and nothing else.
+LAYOUT = outputs.Layout("vocab directory", owned=(VOCAB_JSON, VOCAB_TXT, SPIECE, TOKENIZER_CONFIG))
 
 
 class VocabConfig(StageConfig):
@@ -83,7 +85,12 @@ class VocabConfig(StageConfig):
         description="Output vocab directory (local only: tokenizers and sentencepiece load their files from disk).",
         json_schema_extra={"short": "-o"},
     )
-    overwrite: bool = Field(False, description="Replace an existing output directory.")
+    overwrite: bool = Field(
+        False,
+        description="Replace the vocab in an existing output directory (a directory holding "
+        "other files is refused).",
+    )
+    break_lock: BreakLock = False
     kind: Literal["char", "sentencepiece"] = Field(
         "char",
         description="'char': BERT-style vocab.txt (CJK chars + WordPiece); 'sentencepiece': spiece.model.",
@@ -141,6 +148,7 @@ class VocabConfig(StageConfig):
     coverage_sentences: int = Field(
         20_000, ge=0, description="Sentences of the corpus used for the coverage figures."
     )
+    verify: bool = Field(False, description=ds.VERIFY_HELP)
 
     @model_validator(mode="after")
     def _check(self) -> VocabConfig:
@@ -154,12 +162,8 @@ class VocabConfig(StageConfig):
 # --------------------------------------------------------------------------- reading words
 
 
-def _check_words(path: Location) -> tuple[dict[str, Any], list[Location]]:
-    manifest = ds.read_manifest(path, ds.WORDS_STAGE)
-    parts = ds.part_paths(path, manifest)
-    for p in parts:
-        ds.check_schema(p, WORDS_COLUMNS)
-    return manifest, parts
+def _check_words(path: Location, verify: bool = False) -> tuple[dict[str, Any], list[Location]]:
+    return ds.open_dataset(path, ds.WORDS_STAGE, WORDS_COLUMNS, verify=verify)
 
 
 def iter_sentences(parts: list[Location], with_words: bool = False) -> Iterator[Any]:
@@ -522,6 +526,12 @@ def _write_tokenizer_config(out: Path, tok_kind: str, do_lower_case: bool) -> No
 
 def run(config: VocabConfig) -> Summary:
     """Build (or adopt) a vocab and write the vocab directory."""
+    outputs.check_apart(config.output, {"INPUT": config.input, "--from-vocab": config.from_vocab})
+    with outputs.locked(Path(config.output), break_lock=config.break_lock):
+        return _run(config)
+
+
+def _run(config: VocabConfig) -> Summary:
     t0 = time.perf_counter()
     # Arrow's default allocator (mimalloc) keeps freed pages, so peak RSS would grow with the
     # size of the parts read; the system allocator returns them (same speed here).
@@ -529,14 +539,26 @@ def run(config: VocabConfig) -> Summary:
     parts: list[Location] = []
     inputs: list[str] = []
     if config.input is not None:
-        _, parts = _check_words(config.input)
+        manifest, parts = _check_words(config.input, config.verify)
+        if config.from_vocab is None and not sum(f["rows"] for f in manifest["files"]):
+            raise DatasetError(
+                f"{config.input}: the words dataset has no rows; there is nothing to build a "
+                "vocab from"
+            )
         inputs.append(str(config.input))
     final = Path(config.output)
-    if final.exists() and (not final.is_dir() or any(final.iterdir())) and not config.overwrite:
-        raise DatasetError(f"{final}: output exists and is not empty (use --overwrite)")
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    if final.exists() and not final.is_dir():
+        raise DatasetError(f"{final}: output exists and is not a directory")
+    if outputs.entries(final):
+        if not config.overwrite:
+            raise DatasetError(f"{final}: output exists and is not empty (use --overwrite)")
+        outputs.check_foreign(final, LAYOUT)  # before any work: a refused run deletes nothing
+    # Built in a hidden directory inside the output, then moved in file by file, vocab.json
+    # (which makes it a vocab directory) last: a failed build leaves the old vocab as it was.
+    final.mkdir(parents=True, exist_ok=True)
+    tmp = final / f".build-vocab.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp.mkdir()
     try:
         kind, details = _build(config, parts, tmp)
         _write_tokenizer_config(tmp, kind, config.do_lower_case)
@@ -561,10 +583,10 @@ def run(config: VocabConfig) -> Summary:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         atomic_write_json(tmp / VOCAB_JSON, info)
-        if final.exists():
-            shutil.rmtree(final) if final.is_dir() else final.unlink()
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
+        outputs.clear(final, LAYOUT, keep=[tmp.name])
+        for name in sorted(os.listdir(tmp), key=lambda n: n == VOCAB_JSON):
+            os.replace(tmp / name, final / name)
+        tmp.rmdir()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -603,6 +625,15 @@ def _build(config: VocabConfig, parts: list[Location], out: Path) -> tuple[str, 
         return "sentencepiece", train_sentencepiece(parts, config, out)
     with progress("count", total=None, unit="sentences"):
         counts = count_units(iter_sentences(parts), config.do_lower_case)
+    if not any(counts.values()):
+        raise DatasetError(
+            f"{config.input}: the words dataset holds no text; there is nothing to build a vocab from"
+        )
     tokens, info = build_char_vocab(counts, config)
+    if len(tokens) == len(BERT_HEAD):
+        raise ConfigError(
+            f"--min-freq {config.min_freq}: nothing in {config.input} is seen that often, so "
+            "the vocab would hold only the special tokens"
+        )
     atomic_write_bytes(out / VOCAB_TXT, ("\n".join(tokens) + "\n").encode("utf-8"))
     return "char", info

@@ -164,6 +164,7 @@ def load_classifier(
 ) -> Classifier:
     """Load a finetuned model dir (config.json with id2label, weights, tokenizer files)."""
     from albertzh.model import AlbertForSequenceClassification
+    from albertzh.model.io import require_trained_heads
     from albertzh.tokenizer import load_tokenizer
     from albertzh.train.loop import resolve_device, resolve_precision
 
@@ -183,7 +184,9 @@ def load_classifier(
     labels = [] if regression else [str(id2label[str(i)]) for i in range(len(id2label))]
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
-    model = AlbertForSequenceClassification.from_pretrained(model_dir).to(dev)
+    model = AlbertForSequenceClassification.from_pretrained(model_dir)
+    require_trained_heads(model, model_dir)
+    model = model.to(dev)
     model.eval()
     tokenizer = load_tokenizer(model_dir)
     seq = max_seq_len or int(meta.get("max_seq_len") or DEFAULT_MAX_SEQ_LEN)

@@ -126,18 +126,18 @@ class InstanceData:
 
     ``path`` is a local directory or a URL (see :mod:`albertzh.data.fs`); units name their
     part files as strings, so DataLoader workers open them (and resolve a URL) themselves.
+    Every part's size, rows and schema are checked against the manifest, and with ``verify``
+    its sha256 (:func:`albertzh.data.dataset.check_parts`).
     """
 
-    def __init__(self, path: fs.Location, *, chunk_rows: int = 2048) -> None:
+    def __init__(self, path: fs.Location, *, chunk_rows: int = 2048, verify: bool = False) -> None:
         self.path = fs.location(path)
         self.manifest = ds.read_manifest(self.path, STAGE)
-        self.parts = ds.part_paths(self.path, self.manifest)
-        if not self.parts or int(self.manifest.get("rows", 0)) == 0:
-            raise DatasetError(f"{self.path}: the instances dataset has no rows")
         self.static = self.manifest.get("masking", "dynamic") == "static"
         wanted = {**REQUIRED_COLUMNS, **(STATIC_COLUMNS if self.static else {})}
-        for p in self.parts:
-            ds.check_schema(p, wanted)
+        self.parts = ds.check_parts(self.path, self.manifest, wanted, verify=verify)
+        if not self.parts or int(self.manifest.get("rows", 0)) == 0:
+            raise DatasetError(f"{self.path}: the instances dataset has no rows")
         vocab = self.manifest.get("vocab")
         if not isinstance(vocab, dict) or "size" not in vocab:
             raise DatasetError(
@@ -237,7 +237,13 @@ def _read_unit(unit: Unit, files: dict[str, pq.ParquetFile], static: bool) -> li
     if pf is None:
         pf = files[unit.path] = ds.open_parquet(fs.location(unit.path))
     cols = list(REQUIRED_COLUMNS) + (list(STATIC_COLUMNS) if static else [])
-    table = pf.read_row_group(unit.row_group, columns=cols).slice(unit.start, unit.rows)
+    try:
+        table = pf.read_row_group(unit.row_group, columns=cols).slice(unit.start, unit.rows)
+    except (OSError, pa.ArrowException) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DatasetError(
+            f"{unit.path}: damaged Parquet data ({first}); check the dataset with --verify"
+        ) from None
     ids, off = _list_column(table.column("input_ids"), np.int32)
     tt, _ = _list_column(table.column("token_type_ids"), np.int8)
     ws, _ = _list_column(table.column("word_starts"), bool)

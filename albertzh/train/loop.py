@@ -16,7 +16,8 @@ Setup
     reads torchrun's env vars (NCCL on GPU, gloo on CPU; a no-op in one process);
     ``cleanup_distributed()``; ``barrier()``; ``all_gather_objects(obj)``;
     ``resolve_precision(p, device)``; ``set_seed(seed)``; ``rng_state()`` / ``set_rng_state()``;
-    ``prepare_run_dir(dir, resume=, overwrite=, is_main=)``;
+    ``run_dir_lock(dir, break_lock=, is_main=)`` (one writer per run dir, rank 0 holds it) and,
+    inside it, ``prepare_run_dir(dir, resume=, overwrite=, is_main=)``;
     ``wrap_model(model, dist, compile=)`` (torch.compile + DDP) and ``unwrap_model(m)``;
     ``build_optimizer(model, kind, lr, weight_decay)`` (``Lamb`` or AdamW; no decay and no
     trust ratio for LayerNorm and bias), ``build_scheduler(opt, kind, warmup_steps, total)``
@@ -39,9 +40,14 @@ Save
     scheduler=, scaler=, train_state=, meta=)`` must be called on *every* rank (it gathers each
     rank's RNG state and ``train_state``); rank 0 writes ``checkpoints/step-00000042/`` (a full
     model dir via ``model.save_pretrained(dir, tokenizer=, meta=)`` plus ``state/trainer.pt``)
-    into a temp dir, renames it into place and prunes to ``keep_last``. ``latest()`` is the
-    newest complete checkpoint; ``load(path, optimizer=, scheduler=, scaler=) -> train_state``
-    restores this rank's RNG and returns its ``train_state`` (with ``step``).
+    into a temp dir, renames it into place and prunes to ``keep_last``; a failed write (a full
+    disk) removes its temp dir and raises ``FileSystemError`` naming the checkpoints dir.
+    ``latest()`` is the newest complete checkpoint whose files are whole (a truncated one is
+    passed over with a warning; none whole is an error), and removes temp dirs of dead
+    processes; ``load(path, optimizer=, scheduler=, scaler=) -> train_state`` restores this
+    rank's RNG and returns its ``train_state`` (with ``step``). ``check_resume_settings(ckpt,
+    cfg, skip=, also=)`` refuses a resume whose settings differ from the checkpoint's
+    (:data:`RESUME_MAY_CHANGE` may differ).
     ``finalize(model, tokenizer=, meta=)`` writes the final weights into ``run_dir`` itself, so
     the run dir is a model dir. ``MetricsLog(run_dir, is_main, resume_step=)``: ``log(step,
     split, **metrics)`` appends to ``metrics.jsonl`` (and TensorBoard when importable).
@@ -53,10 +59,12 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import signal
 import time
+import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,15 +75,31 @@ import torch
 import torch.distributed as tdist
 from pydantic import Field, model_validator
 
-from albertzh.config import StageConfig
-from albertzh.console import print_error
-from albertzh.errors import AlbertzhError, ConfigError, InputError
+from albertzh import outputs
+from albertzh.config import BreakLock, StageConfig, cli_name
+from albertzh.console import print_error, print_warning
+from albertzh.errors import AlbertzhError, ConfigError, InputError, from_os_error
+from albertzh.model.io import CONFIG_FILE, META_FILE, WEIGHTS_FILE
+from albertzh.tokenizer import SPIECE, TOKENIZER_CONFIG, VOCAB_JSON, VOCAB_TXT
 
 CHECKPOINTS = "checkpoints"
 STATE_DIR = "state"
 STATE_FILE = "trainer.pt"
 METRICS_FILE = "metrics.jsonl"
 NO_DECAY_KEYS = ("LayerNorm", "layer_norm", "bias")
+# What pretrain and finetune write in a run directory (finetune: also best/ and metrics.json);
+# --overwrite deletes these and refuses a run directory holding anything else.
+RUN_DIR_LAYOUT = outputs.Layout(
+    "run directory",
+    owned=(
+        *(METRICS_FILE, "best", "metrics.json"),
+        *(CONFIG_FILE, WEIGHTS_FILE, META_FILE, VOCAB_TXT, SPIECE, TOKENIZER_CONFIG, VOCAB_JSON),
+    ),
+    inside=(
+        (CHECKPOINTS, outputs.Layout("checkpoints", owned=("step-*", ".tmp-step-*"))),
+        ("tensorboard", outputs.Layout("tensorboard logs", owned=("events.out.tfevents.*",))),
+    ),
+)
 
 
 # --------------------------------------------------------------------------- config
@@ -129,7 +153,12 @@ class TrainConfig(StageConfig):
     resume: bool = Field(
         False, description="Continue from the newest checkpoint in the run directory."
     )
-    overwrite: bool = Field(False, description="Delete a non-empty run directory first.")
+    overwrite: bool = Field(
+        False,
+        description="Delete what albertzh wrote in the run directory first (a directory "
+        "holding other files is refused).",
+    )
+    break_lock: BreakLock = False
     log_every: int = Field(10, ge=1, description="Log training metrics every N steps.")
     eval_every: int = Field(0, ge=0, description="Evaluate every N steps (0 = only at the end).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per device.")
@@ -369,27 +398,39 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 def prepare_run_dir(
     path: Path, *, resume: bool = False, overwrite: bool = False, is_main: bool = True
 ) -> Path:
-    """Create the run dir; a non-empty one needs ``--resume`` or ``--overwrite``."""
+    """Create the run dir; a non-empty one needs ``--resume`` or ``--overwrite``, which deletes
+    only what a run wrote there (:data:`RUN_DIR_LAYOUT`) and refuses a directory holding
+    anything else. Call it once every input is checked, under :func:`run_dir_lock`."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{path}: run directory exists and is not a directory")
     error = None
     if is_main:  # one rank decides; under DDP all ranks then raise its error (or go on) together
         try:
-            if path.exists() and any(path.iterdir()):
-                if overwrite:
-                    shutil.rmtree(path)
-                elif not resume:
-                    raise InputError(
-                        f"{path}: run directory is not empty (use --resume to continue or --overwrite to replace it)"
-                    )
-            path.mkdir(parents=True, exist_ok=True)
+            outputs.prepare_dir(path, RUN_DIR_LAYOUT, resume=resume, overwrite=overwrite)
         except (InputError, OSError) as exc:
             error = (
                 exc if isinstance(exc, InputError) else InputError(f"{path}: {exc.strerror or exc}")
             )
     raise_together(error)
     return path
+
+
+@contextlib.contextmanager
+def run_dir_lock(path: Path, *, break_lock: bool = False, is_main: bool = True) -> Iterator[None]:
+    """Hold the run dir's lock (:func:`albertzh.outputs.locked`) while the body runs.
+
+    Only rank 0 takes it; when it cannot, every rank raises its error together.
+    """
+    with contextlib.ExitStack() as stack:
+        error = None
+        if is_main:
+            try:
+                stack.enter_context(outputs.locked(Path(path), break_lock=break_lock))
+            except AlbertzhError as exc:
+                error = exc
+        raise_together(error)
+        yield
 
 
 def wrap_model(model: torch.nn.Module, dist: DistInfo, *, compile: bool = False) -> torch.nn.Module:
@@ -695,6 +736,46 @@ def _step_dir_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def checkpoint_damage(path: Path) -> str | None:
+    """What makes a checkpoint dir unusable (a truncated state or weights file), else None.
+
+    Cheap: it reads the zip directory at the end of ``state/trainer.pt`` (torch.save's format)
+    and compares the weights file's size with what its safetensors header promises.
+    """
+    state = path / STATE_DIR / STATE_FILE
+    try:
+        with zipfile.ZipFile(state):
+            pass
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return f"{STATE_DIR}/{STATE_FILE} is truncated or corrupt"
+    weights = path / "model.safetensors"
+    if weights.is_file():
+        try:
+            with open(weights, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(n)) if 0 < n < 100_000_000 else None
+            end = max(
+                (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+                default=0,
+            )
+            whole = weights.stat().st_size == 8 + n + end
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError):
+            whole = False
+        if not whole:
+            return f"{weights.name} is truncated or corrupt"
+    return None
+
+
 class Checkpointer:
     """Atomic, pruned checkpoints under ``run_dir/checkpoints/``; see the module docstring."""
 
@@ -715,8 +796,37 @@ class Checkpointer:
         return sorted(out)
 
     def latest(self) -> Path | None:
+        """The newest checkpoint whose files are whole, for a resume (None: there is none).
+
+        A damaged newest one (a truncated ``state/trainer.pt`` or weights file) is passed over
+        with a warning line for the one before it; when every one is damaged it is an error.
+        Rank 0 also removes the temp dirs of saves whose process is gone.
+        """
+        if self.is_main:
+            self.remove_stale_temps()
         ckpts = self.list()
-        return ckpts[-1][1] if ckpts else None
+        damage = []
+        for _, path in reversed(ckpts):
+            problem = checkpoint_damage(path)
+            if problem is None:
+                if damage and self.is_main:
+                    print_warning(f"{'; '.join(damage)}; resuming from {path} instead")
+                return path
+            damage.append(f"{path}: {problem}")
+        if damage:
+            raise InputError(f"{damage[0]}; no complete checkpoint to resume from in {self.dir}")
+        return None
+
+    def remove_stale_temps(self) -> list[Path]:
+        """Delete ``.tmp-step-*`` dirs left by saves whose process died (a kill, a full disk)."""
+        removed = []
+        for tmp in sorted(self.dir.glob(".tmp-step-*")) if self.dir.is_dir() else []:
+            pid = tmp.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
+                continue  # another live process is writing it
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+        return removed
 
     def save(
         self,
@@ -733,16 +843,9 @@ class Checkpointer:
         """Save on every rank's call (collective); only rank 0 writes. Returns the path."""
         per_rank = all_gather_objects({"rng": rng_state(), "train_state": train_state or {}})
         final = self.dir / _step_dir_name(step)
+        error = None
         if self.is_main:
-            self.dir.mkdir(parents=True, exist_ok=True)
             tmp = self.dir / f".tmp-{_step_dir_name(step)}-{os.getpid()}"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir()
-            unwrap_model(model).save_pretrained(
-                tmp, tokenizer=tokenizer, meta={**(meta or {}), "step": step}
-            )
-            (tmp / STATE_DIR).mkdir()
             blob = {
                 "step": step,
                 "world_size": len(per_rank),
@@ -751,31 +854,57 @@ class Checkpointer:
                 "scaler": scaler.state_dict() if scaler is not None else None,
                 "ranks": per_rank,
             }
-            with open(tmp / STATE_DIR / STATE_FILE, "wb") as f:
-                torch.save(blob, f)
-                f.flush()
-                os.fsync(f.fileno())
-            (tmp / STATE_DIR / "train_state.json").write_text(
-                json.dumps(
-                    {"step": step, "ranks": [r["train_state"] for r in per_rank]},
-                    indent=2,
-                    default=str,
-                )
-                + "\n"
-            )
-            if final.exists():  # a re-save of the same step (e.g. stop right after a save)
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            self._prune()
-        barrier()
+            try:
+                self._write(tmp, final, model, tokenizer, {**(meta or {}), "step": step}, blob)
+            except Exception as exc:  # a full disk, a revoked permission: leave no temp behind
+                shutil.rmtree(tmp, ignore_errors=True)
+                error = from_os_error(exc, self.dir, where_first=True)
+                if error is None:
+                    raise
+                error = type(error)(f"{error} (checkpoint of step {step} not saved)")
+                error.__cause__ = exc
+        # Under DDP every rank learns of rank 0's failure here instead of waiting at a barrier.
+        raise_together(error)
         return final
+
+    def _write(
+        self,
+        tmp: Path,
+        final: Path,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        meta: dict[str, Any],
+        blob: dict[str, Any],
+    ) -> None:
+        """Rank 0's part of :meth:`save`: the checkpoint under ``tmp``, then renamed to ``final``."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        unwrap_model(model).save_pretrained(tmp, tokenizer=tokenizer, meta=meta)
+        (tmp / STATE_DIR).mkdir()
+        with open(tmp / STATE_DIR / STATE_FILE, "wb") as f:
+            torch.save(blob, f)
+            f.flush()
+            os.fsync(f.fileno())
+        (tmp / STATE_DIR / "train_state.json").write_text(
+            json.dumps(
+                {"step": blob["step"], "ranks": [r["train_state"] for r in blob["ranks"]]},
+                indent=2,
+                default=str,
+            )
+            + "\n"
+        )
+        if final.exists():  # a re-save of the same step (e.g. stop right after a save)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        self._prune()
 
     def _prune(self) -> None:
         ckpts = self.list()
         for _, p in ckpts[: max(0, len(ckpts) - self.keep_last)]:
             shutil.rmtree(p, ignore_errors=True)
-        for stale in self.dir.glob(".tmp-step-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        self.remove_stale_temps()
 
     def load(
         self,
@@ -796,7 +925,14 @@ class Checkpointer:
         state_file = path / STATE_DIR / STATE_FILE
         if not state_file.is_file():
             raise InputError(f"{path}: not a complete checkpoint (no {STATE_DIR}/{STATE_FILE})")
-        blob = torch.load(state_file, map_location="cpu", weights_only=True)
+        try:
+            blob = torch.load(state_file, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
+            error = from_os_error(exc, state_file)
+            if error is not None:
+                raise error from exc
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{state_file}: cannot read the checkpoint state: {first}") from exc
         rank = tdist.get_rank() if rank is None and _dist_on() else (rank or 0)
         world = tdist.get_world_size() if world_size is None and _dist_on() else (world_size or 1)
         if blob["world_size"] != world:
@@ -821,6 +957,64 @@ class Checkpointer:
             unwrap_model(model).save_pretrained(self.run_dir, tokenizer=tokenizer, meta=meta)
         barrier()
         return self.run_dir
+
+
+# Settings a --resume may change: how long the run goes on (the schedule stretches to the new
+# length), and how it is run, logged, evaluated and saved. Every other setting is fixed by the
+# checkpoint (its model, optimizer state, data order and RNG), so a new value could not be
+# honoured: check_resume_settings refuses it rather than record a value the run did not use.
+RESUME_MAY_CHANGE = frozenset(
+    {
+        *("output", "resume", "overwrite", "break_lock", "verify"),
+        *("steps", "epochs"),
+        *("device", "precision", "compile", "num_workers"),
+        *("log_every", "eval_every", "eval_batches", "eval_batch_size", "save_every", "keep_last"),
+    }
+)
+
+
+def check_resume_settings(
+    checkpoint: Path,
+    config: StageConfig,
+    *,
+    skip: Sequence[str] = (),
+    also: Sequence[tuple[str, Any, Any]] = (),
+) -> None:
+    """Refuse a resume whose settings differ from those the checkpoint's run was made with.
+
+    Compares ``config`` with the ``config`` recorded in the checkpoint's ``albertzh.json``,
+    field by field, except :data:`RESUME_MAY_CHANGE` and ``skip`` (fields the stage compares
+    itself, e.g. by what they resolve to); ``also`` adds the stage's own findings as (flag,
+    saved, now). A ConfigError names every changed flag with both values; a checkpoint that
+    recorded no config (an older albertzh) is checked only for ``also``.
+    """
+    meta_file = Path(checkpoint) / "albertzh.json"
+    try:
+        saved = json.loads(meta_file.read_text(encoding="utf-8")).get("config")
+    except (OSError, ValueError, AttributeError):
+        saved = None
+    saved = saved if isinstance(saved, dict) else {}
+    changed = [
+        (cli_name(type(config), name), saved[name], value)
+        for name, value in config.model_dump(mode="json").items()
+        if name in saved
+        and name not in RESUME_MAY_CHANGE
+        and name not in skip
+        and saved[name] != value
+    ]
+    changed += list(also)
+    if changed:
+        was = ", ".join(f"{flag} {_shown(old)}" for flag, old, _ in changed)
+        now_text = ", ".join(f"{flag} {_shown(new)}" for flag, _, new in changed)
+        raise ConfigError(
+            f"--resume: {checkpoint} was trained with {was}, not {now_text}; a resume keeps "
+            "the run's settings (only --steps/--epochs and how it is run, logged and saved may "
+            "change): give the same values, or start a new run"
+        )
+
+
+def _shown(value: Any) -> str:
+    return "(default)" if value is None else str(value)
 
 
 # --------------------------------------------------------------------------- metrics

@@ -228,3 +228,10 @@ def test_eval_shards_end_to_end(tmp_path: Path) -> None:
     assert s["instances"] > 0 and 0 <= s["mlm_accuracy"] <= 0.05  # random weights
     assert s["mlm_loss"] == pytest.approx(np.log(tok.vocab_size), rel=0.1)
     assert 0.3 <= s["sop_accuracy"] <= 0.7
+
+
+def test_predict_binary_stdin_is_one_line(run: dict) -> None:
+    r = runner.invoke(
+        root, ["predict", "--model", str(run["out"])], input=b"\xe5\xa5\xbd\n\xff\xfe\x00\x01\n"
+    )
+    one_error_line(r, "<stdin>: line 2: not valid UTF-8")

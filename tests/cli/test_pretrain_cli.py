@@ -72,7 +72,10 @@ def test_tiny_run_json_summary(files: dict[str, Path], tmp_path: Path) -> None:
     # The tokenizer came from the vocab dir recorded in the shards' manifest.
     assert (out / "vocab.txt").read_bytes() == (files["vocab"] / "vocab.txt").read_bytes()
     # Resuming a finished run does no more steps; --epochs sets the length from the data.
-    r = invoke(*_base(files, out), "--steps", "3", "--batch-size", "8", "--resume", "--json")
+    r = invoke(
+        *_base(files, out), "--steps", "3", "--batch-size", "8", "--eval-fraction", "0.2",
+        "--resume", "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["resumed_from_step"] == 3
     r = invoke(*_base(files, tmp_path / "ep"), "--epochs", "2", "--batch-size", "16", "--json")
@@ -253,11 +256,17 @@ def test_eval_data_static_shards_and_options(files: dict[str, Path], tmp_path: P
 
 def test_overwrite_replaces_a_run_dir(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "old.txt").write_text("x")
+    (out / "checkpoints" / "step-00000009").mkdir(parents=True)
+    (out / "metrics.jsonl").write_text("{}\n")
     r = invoke(*_base(files, out), "--steps", "1", "--batch-size", "8", "--overwrite")
     assert r.exit_code == 0, r.output
-    assert not (out / "old.txt").exists() and (out / "model.safetensors").is_file()
+    assert not (out / "checkpoints" / "step-00000009").exists()
+    assert (out / "model.safetensors").is_file()
+    # a file a run does not write: --overwrite refuses, and deletes nothing
+    (out / "old.txt").write_text("x")
+    r = invoke(*_base(files, out), "--steps", "1", "--batch-size", "8", "--overwrite")
+    _one_line_error(r, "old.txt", "was not written by albertzh")
+    assert (out / "old.txt").exists() and (out / "model.safetensors").is_file()
 
 
 @pytest.mark.slow
@@ -301,3 +310,152 @@ def test_off_a_terminal_progress_is_one_log_line_every_log_every_steps(
         for field in ("loss ", "lr ", "tok_s ", "elapsed ", "eta "):
             assert field in line, (field, line)
     json.loads(r.stdout)  # stdout stays the summary alone
+
+
+# --------------------------------------------------------------------------- issue 11: model config
+# typos, resumed settings, damaged checkpoints, a full disk
+
+
+def test_a_typo_in_the_model_config_is_refused_naming_the_closest_key(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    typo = tmp_path / "typo.json"
+    tiny = {k: v for k, v in TINY.items() if k != "hidden_size"}
+    typo.write_text(json.dumps({**tiny, "hiden_size": 32}))
+    out = tmp_path / "run"
+    r = invoke("--data", str(files["shards"]), "-o", str(out), "--model-config", str(typo))
+    _one_line_error(r, str(typo), "unknown key 'hiden_size'", "did you mean 'hidden_size'")
+    assert not out.exists()
+
+
+def _resume_base(files: dict[str, Path], out: Path) -> list[str]:
+    return [*_base(files, out), "--batch-size", "8", "--optimizer", "lamb", "--save-every", "2"]
+
+
+def test_resume_refuses_settings_it_cannot_honour_and_applies_a_new_length(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    assert invoke(*_resume_base(files, out), "--steps", "2").exit_code == 0
+    meta = (out / "albertzh.json").read_bytes()
+    for args, needles in (
+        (["--lr", "0.01"], ["--lr 0.01"]),
+        (["--optimizer", "adamw"], ["--optimizer lamb", "--optimizer adamw"]),
+        (["--seed", "7", "--weight-decay", "0.1"], ["--seed 42", "--seed 7", "--weight-decay"]),
+        (["--size", "tiny"], ["--size/--model-config/--init-from", "hidden_size=32"]),
+    ):
+        base = _resume_base(files, out)
+        if "--size" in args:
+            base = [a for a in base if a not in ("--model-config", str(files["tiny"]))]
+        r = invoke(*base, "--steps", "2", "--resume", *args)
+        _one_line_error(r, "--resume", "step-00000002", *needles)
+        assert (out / "albertzh.json").read_bytes() == meta  # nothing recorded
+    # A longer run is what a resume is for: applied, and recorded as such.
+    r = invoke(*_resume_base(files, out), "--steps", "4", "--resume", "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["resumed_from_step"] == 2 and s["steps"] == 4 and s["optimizer"] == "lamb"
+    recorded = json.loads((out / "albertzh.json").read_text())
+    assert recorded["config"]["steps"] == 4 and recorded["optimizer"]["lr"] == s["lr"]
+
+
+def test_a_truncated_checkpoint_state_falls_back_to_the_previous_checkpoint(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    assert invoke(*_resume_base(files, out), "--steps", "4").exit_code == 0
+    ckpts = out / "checkpoints"
+    state = ckpts / "step-00000004" / "state" / "trainer.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    r = invoke(*_resume_base(files, out), "--steps", "6", "--resume", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["resumed_from_step"] == 2
+    warning = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warning) == 1, r.stderr
+    assert "step-00000004: state/trainer.pt is truncated" in warning[0]
+    assert "resuming from" in warning[0] and "step-00000002" in warning[0]
+    # Every checkpoint damaged: one line, nothing trained.
+    for step in ckpts.iterdir():
+        (step / "state" / "trainer.pt").write_bytes(b"PK\x03\x04 cut short")
+    r = invoke(*_resume_base(files, out), "--steps", "8", "--resume")
+    _one_line_error(r, "truncated or corrupt", "no complete checkpoint to resume from")
+
+
+def _ends_with_one_error_line(r, *needles: str) -> None:
+    """Exit 2 after training began: the progress lines, then one error line with the needles."""
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and r.stderr.strip().endswith(errors[0]), r.stderr
+    for n in needles:
+        assert n in errors[0], (n, errors[0])
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_temp(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write fails as torch.save fails on a full disk (a RuntimeError whose context is the
+    OSError); the temp dir goes, the one line names the checkpoints dir, and a later resume
+    removes the temps that dead processes left."""
+    import errno
+
+    import torch
+
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **kw):
+        try:
+            f.write(b"PK\x03\x04 partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos") from None
+
+    out = tmp_path / "run"
+    assert invoke(*_resume_base(files, out), "--steps", "2").exit_code == 0
+    monkeypatch.setattr(torch, "save", full_disk)
+    r = invoke(*_resume_base(files, out), "--steps", "4", "--resume")
+    _ends_with_one_error_line(
+        r, f"{out / 'checkpoints'}: no space left on device", "step 4 not saved"
+    )
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000002"]
+
+    monkeypatch.setattr(torch, "save", real_save)
+    stale = out / "checkpoints" / f".tmp-step-00000004-{_dead_pid()}"
+    (stale / "state").mkdir(parents=True)
+    r = invoke(*_resume_base(files, out), "--steps", "4", "--resume", "--keep-last", "1")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000004"]
+
+
+@pytest.mark.slow
+def test_a_full_tmpfs(files: dict[str, Path], tmp_path: Path) -> None:
+    """The same on a real 1 MB tmpfs, where the machine lets the tests mount one (root)."""
+    import os
+    import subprocess
+
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        (mnt / "fill").write_bytes(b"\0" * (1024 * 1024 - 200 * 1024))  # ~200 KB left
+        out = mnt / "run"
+        r = invoke(*_resume_base(files, out), "--steps", "8", "--keep-last", "3")
+        _ends_with_one_error_line(r, "no space left on device")
+        assert not list((out / "checkpoints").glob(".tmp-*"))
+    finally:  # lazily: the failed run's metrics log may still be open in this process
+        subprocess.run(["umount", "-l", str(mnt)], check=True)

@@ -278,3 +278,34 @@ def test_regression_metrics_by_hand() -> None:
     cov = sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True))
     expect = cov / math.sqrt(sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b))
     assert m["pearson"] == pytest.approx(expect)
+
+
+# --------------------------------------------------------------------------- extra fields
+
+
+def test_an_extra_tsv_field_is_an_error_in_every_layout(tmp_path: Path) -> None:
+    # A tab inside a text used to cut it silently (the third field was dropped).
+    senti = T.get_task("chnsenticorp")
+    _write(tmp_path / "a" / "train.tsv", "1\t房间很干净\n0\t太吵\t了\n")
+    with pytest.raises(InputError, match=r"train.tsv: line 2: 3 tab-separated fields, the "):
+        T.load_split(senti, tmp_path / "a", "train")
+    # With a header the header's width counts (the chnsenticorp layout with its header).
+    _write(tmp_path / "b" / "train.tsv", "label\ttext_a\n1\t好\n0\t不\t好\n")
+    with pytest.raises(InputError, match=r"line 3: 3 tab-separated fields, the header \(line 1\)"):
+        T.load_split(senti, tmp_path / "b", "train")
+    # Positional generic fields: a row wider than the first one.
+    task = T.get_task("generic", text_a="1", label="0")
+    _write(tmp_path / "c" / "train.tsv", "a\t好的\nb\t不\t好\n")
+    with pytest.raises(InputError, match=r"line 2: 3 tab-separated fields, line 1 has 2"):
+        T.load_split(task, tmp_path / "c", "train")
+    # CSV: a row with more fields than the header.
+    csv_task = T.get_task("generic", text_a="q", label="y")
+    _write(tmp_path / "d" / "train.csv", "q,y\n你好,pos\n你,好,neg\n")
+    with pytest.raises(InputError, match=r"line 3: 3 comma-separated fields, the header"):
+        T.load_split(csv_task, tmp_path / "d", "train")
+
+
+def test_empty_trailing_fields_are_fine(tmp_path: Path) -> None:
+    _write(tmp_path / "train.tsv", "label\ttext_a\n1\t房间很干净\t\n0\t太吵了\t \n")
+    _, ex = T.load_split(T.get_task("chnsenticorp"), tmp_path, "train")
+    assert [(e.label, e.text_a) for e in ex] == [("1", "房间很干净"), ("0", "太吵了")]

@@ -136,6 +136,62 @@ def test_from_json_errors_name_the_file(tmp_path) -> None:
         AlbertConfig.from_json(bad)
 
 
+def test_unknown_keys_are_refused_naming_the_closest_field(tmp_path) -> None:
+    """A typo must not leave a field at its default (hiden_size trained a hidden-4096 model)."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"hiden_size": 32, "num_attention_heads": 2}), encoding="utf-8")
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'hiden_size' \(did you mean 'hidden_size'\?\)"
+    ):
+        AlbertConfig.from_json(path)
+    with pytest.raises(ConfigError, match=r"'num_hiden_layers' \(did you mean 'num_hidden_layers'"):
+        AlbertConfig.from_hf_dict({"num_hiden_layers": 2})
+    with pytest.raises(ConfigError, match="unknown key 'zzz'$"):  # nothing close: no suggestion
+        AlbertConfig.from_hf_dict({"zzz": 1})
+    with pytest.raises(ConfigError, match="did you mean 'hidden_size'"):
+        AlbertConfig.preset("tiny", hiden_size=64)
+    with pytest.raises(ConfigError, match="did you mean 'num_labels'"):
+        AlbertConfig.preset("tiny").replace(num_label=3)
+
+
+def test_keys_transformers_writes_are_accepted() -> None:
+    """Bookkeeping of transformers 4.x/5.x, Google's variant keys at their no-op values and the
+    BERT pooler keys of converted albert_zh configs load; other variant values are refused."""
+    written = {
+        **AlbertConfig.preset("tiny").to_hf_dict(["AlbertForMaskedLM"]),
+        "transformers_version": "4.40.0",
+        "torch_dtype": "float32",
+        "output_past": True,
+        "gradient_checkpointing": False,
+        "chunk_size_feed_forward": 0,
+        "is_decoder": False,
+        "num_beams": 1,
+        "use_cache": True,
+        "pruned_heads": {},
+        "down_scale_factor": 1,
+        "gap_size": 0,
+        "net_structure_type": 0,
+        "num_memory_blocks": 0,
+        "layers_to_keep": [],
+        "directionality": "bidi",
+        "pooler_type": "first_token_transform",
+        "position_embedding_type": "absolute",
+    }
+    assert AlbertConfig.from_hf_dict(written) == AlbertConfig.preset("tiny")
+    with pytest.raises(ConfigError, match="net_structure_type 1 is not supported"):
+        AlbertConfig.from_hf_dict({**written, "net_structure_type": 1})
+    with pytest.raises(ConfigError, match="pruned_heads"):
+        AlbertConfig.from_hf_dict({**written, "pruned_heads": {"0": [1]}})
+
+
+def test_every_key_transformers_writes_is_accepted() -> None:
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AlbertConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    written = hf.to_dict()
+    cfg = AlbertConfig.from_hf_dict(written)
+    assert (cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size) == (32, 2, 64)
+
+
 def test_replace_changes_labels() -> None:
     cfg = AlbertConfig.preset("tiny").replace(num_labels=1, problem_type="regression")
     assert cfg.num_labels == 1 and cfg.labels() == ["LABEL_0"]

@@ -389,7 +389,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path: Path) -> None:
     r = runner.invoke(
         ROOT, ["convert", str(rel), "--albert-config", str(bad), "-o", str(tmp_path / "o")]
     )
-    assert r.exit_code == 2 and "bad.json: unknown field(s) frobnicate" in r.stderr
+    assert r.exit_code == 2 and "bad.json: unknown key 'frobnicate'" in r.stderr
     # a non-empty output dir is refused without --overwrite, and kept intact
     out = tmp_path / "full"
     out.mkdir()
@@ -477,6 +477,15 @@ def test_tf_round_trip_and_hf_round_trip(tmp_path: Path) -> None:
         np.testing.assert_array_equal(back[k], v, err_msg=k)
     tf_cfg = json.loads((tmp_path / "tf" / "albert_config.json").read_text())
     assert tf_cfg["hidden_act"] == "gelu" and tf_cfg["num_hidden_layers"] == 3
+    # ... and convert reads its own TF output back without --albert-config (the tokenizer's
+    # tokenizer_config.json beside it is not taken for a second model config)
+    assert (tmp_path / "tf" / "tokenizer_config.json").is_file()
+    r = runner.invoke(ROOT, ["convert", str(tmp_path / "tf"), "-o", str(tmp_path / "a3")])
+    assert r.exit_code == 0, r.output
+    from safetensors.numpy import load_file
+
+    s1, s3 = load_file(a / "model.safetensors"), load_file(tmp_path / "a3" / "model.safetensors")
+    assert set(s1) == set(s3) and all(np.array_equal(s1[k], s3[k]) for k in s1)
     # albertzh -> HF -> albertzh: identical tensors
     r = runner.invoke(
         ROOT,
@@ -488,10 +497,22 @@ def test_tf_round_trip_and_hf_round_trip(tmp_path: Path) -> None:
         ROOT, ["convert", "--from", "hf", str(tmp_path / "hf"), "-o", str(tmp_path / "a2")]
     )
     assert r.exit_code == 0, r.output
-    from safetensors.numpy import load_file
-
     s1, s2 = load_file(a / "model.safetensors"), load_file(tmp_path / "a2" / "model.safetensors")
     assert set(s1) == set(s2) and all(np.array_equal(s1[k], s2[k]) for k in s1)
+
+
+def test_a_typo_in_an_hf_config_is_refused_naming_the_closest_key(tmp_path: Path) -> None:
+    """num_hiden_layers wrote a 12-layer config for a 2-layer checkpoint; now it is refused."""
+    rel = _write_release(tmp_path, google_tensors(), "google")
+    a = tmp_path / "albertzh"
+    assert runner.invoke(ROOT, ["convert", str(rel), "-o", str(a)]).exit_code == 0
+    cfg = json.loads((a / "config.json").read_text())
+    cfg["num_hiden_layers"] = cfg.pop("num_hidden_layers")
+    (a / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    r = runner.invoke(ROOT, ["convert", "--from", "hf", str(a), "-o", str(out)])
+    _one_line(r, "config.json: unknown key 'num_hiden_layers'", "'num_hidden_layers'")
+    assert not out.exists()
 
 
 def test_transformers_loads_google_layout(tmp_path: Path) -> None:

@@ -243,6 +243,15 @@ def test_fold_weight_ops_dedupes_shared_weights(
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
 
+def _matrix_bytes(graph, types: tuple[int, ...]) -> int:
+    """Bytes of the graph's 2-D+ initializers (weight matrices, embedding tables) of ``types``."""
+    return sum(
+        onnx.numpy_helper.to_array(i).nbytes
+        for i in graph.initializer
+        if i.data_type in types and len(i.dims) >= 2
+    )
+
+
 def test_int8_quantizes_matmuls_and_embeddings(
     classifier_dir: Path, exported: tuple[Path, dict], tmp_path: Path
 ) -> None:
@@ -254,7 +263,11 @@ def test_int8_quantizes_matmuls_and_embeddings(
     eight_bit = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
     int8_inits = {i.name for i in g.initializer if i.data_type in eight_bit}
     assert any("word_embeddings" in n for n in int8_inits)  # the embedding table is int8 too
-    assert int8.stat().st_size < 0.5 * exported[0].stat().st_size
+    # The weights shrink to one byte each: compare the weight matrices, not the file sizes (the
+    # nodes' export metadata, a third of this tiny model's file, varies with torch and onnx).
+    fp32 = _matrix_bytes(onnx.load(str(exported[0])).graph, (onnx.TensorProto.FLOAT,))
+    assert _matrix_bytes(g, (onnx.TensorProto.FLOAT,)) < 0.05 * fp32  # ~1% left: tiny tables
+    assert _matrix_bytes(g, eight_bit) < 0.3 * fp32  # 1/4 of the fp32 bytes they replace
     model = AlbertForSequenceClassification.from_pretrained(classifier_dir).eval()
     feeds = _feeds(4, 30, 9)
     want = ex.torch_outputs(model, "classifier", feeds)[0]

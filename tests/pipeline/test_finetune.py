@@ -376,8 +376,12 @@ def test_run_dir_rules_and_vocab_check(tmp_path: Path, trained: dict) -> None:
     (out / "x.txt").write_text("old")
     with pytest.raises(InputError, match="not empty"):
         ft.run(cfg_for(trained["base"], trained["data"], out, steps=1))
+    with pytest.raises(InputError, match="x.txt was not written by albertzh"):
+        ft.run(cfg_for(trained["base"], trained["data"], out, steps=1, overwrite=True))
+    (out / "x.txt").unlink()
+    (out / "metrics.json").write_text("{}")  # a finished run's file: --overwrite replaces it
     ft.run(cfg_for(trained["base"], trained["data"], out, steps=1, overwrite=True))
-    assert not (out / "x.txt").exists() and (out / "model.safetensors").is_file()
+    assert (out / "model.safetensors").is_file() and "task" in (out / "metrics.json").read_text()
     # a vocab larger than the model's embedding table is refused before anything is written
     big = tmp_path / "big"
     big.mkdir()
@@ -464,3 +468,19 @@ def test_resume_after_interrupt_at_an_epoch_end_equals_uninterrupted(
     b = load_file(tmp_path / "cut" / "model.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_resume_refuses_settings_the_checkpoint_fixes(trained: dict) -> None:
+    """--resume --lr 0.01 went on with the old lr yet recorded the new one: now refused."""
+    out = trained["out"]
+    meta = (out / "albertzh.json").read_bytes()
+    for kw, needles in (
+        ({"lr": 1e-3}, ["--lr 0.002", "--lr 0.001"]),
+        ({"optimizer": "lamb", "weight_decay": 0.1}, ["--optimizer adamw", "--weight-decay"]),
+        ({"dropout": 0.3, "seed": 1}, ["--dropout", "--seed"]),
+    ):
+        with pytest.raises(ConfigError, match="--resume: .*step-") as exc:
+            ft.run(cfg_for(trained["base"], trained["data"], out, resume=True, **kw))
+        for needle in needles:
+            assert needle in str(exc.value), (needle, str(exc.value))
+    assert (out / "albertzh.json").read_bytes() == meta

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from albertzh.errors import ConfigError, VocabMismatchError
+from albertzh.errors import ConfigError, InputError, VocabMismatchError
 from albertzh.model import AlbertForPreTraining
 from albertzh.pipeline import pretrain as pt
 from albertzh.train import loop as tr
@@ -147,7 +147,10 @@ def test_sigkill_then_resume_matches_uninterrupted(
     assert 9 <= saved_step < STEPS
     assert not (out / "config.json").exists()  # never finished
 
-    summary = pt.run(cfg.model_copy(update={"resume": True})).to_dict()
+    # The killed run's lock is still there: reported, and broken only with --break-lock.
+    with pytest.raises(InputError, match="no longer running.*--break-lock"):
+        pt.run(cfg.model_copy(update={"resume": True}))
+    summary = pt.run(cfg.model_copy(update={"resume": True, "break_lock": True})).to_dict()
     assert summary["resumed_from_step"] == saved_step and summary["steps"] == STEPS
     resumed, reference = _train_losses(out), _train_losses(baseline["dir"])
     assert sorted(resumed) == list(range(1, STEPS + 1))

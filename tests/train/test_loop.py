@@ -282,16 +282,93 @@ def test_checkpoint_without_state_is_ignored_and_finalize(tmp_path: Path) -> Non
     assert json.loads((tmp_path / "albertzh.json").read_text()) == {"stage": "toy"}
 
 
+def _saved_steps(tmp_path: Path, steps: tuple[int, ...], keep_last: int = 3) -> tr.Checkpointer:
+    model = Toy()
+    opt = tr.build_optimizer(model, "adamw", 1e-2, 0.01)
+    ck = tr.Checkpointer(tmp_path, keep_last=keep_last)
+    for step in steps:
+        ck.save(step, model, optimizer=opt, train_state={"pos": step})
+    return ck
+
+
+def test_a_damaged_newest_checkpoint_falls_back_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ck = _saved_steps(tmp_path, (1, 2, 3))
+    state = tmp_path / "checkpoints" / "step-00000003" / tr.STATE_DIR / tr.STATE_FILE
+    state.write_bytes(state.read_bytes()[:-30])  # the zip directory at the end is cut off
+    assert ck.latest() == tmp_path / "checkpoints" / "step-00000002"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning:") and "step-00000003" in err[0]
+    assert "state/trainer.pt is truncated or corrupt" in err[0]
+    with pytest.raises(InputError, match="trainer.pt: cannot read the checkpoint state"):
+        ck.load(state.parent.parent)  # load itself refuses it in one line too
+    for step in (1, 2):
+        state = tmp_path / "checkpoints" / f"step-0000000{step}" / tr.STATE_DIR / tr.STATE_FILE
+        state.write_bytes(b"")
+    with pytest.raises(InputError, match="no complete checkpoint to resume from"):
+        ck.latest()
+
+
+def test_a_truncated_weights_file_counts_as_damage(tmp_path: Path) -> None:
+    ck = _saved_steps(tmp_path, (1,))
+    path = tmp_path / "checkpoints" / "step-00000001"
+    assert tr.checkpoint_damage(path) is None
+    weights = path / "model.safetensors"
+    save_file({"a": torch.ones(3, 4), "b": torch.zeros(5)}, weights)
+    assert tr.checkpoint_damage(path) is None
+    weights.write_bytes(weights.read_bytes()[:-4])
+    assert tr.checkpoint_damage(path) == "model.safetensors is truncated or corrupt"
+    with pytest.raises(InputError, match="model.safetensors is truncated"):
+        ck.latest()
+
+
+def test_a_failed_save_leaves_no_temp_and_stale_temps_of_dead_processes_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import subprocess
+    import sys
+
+    from albertzh.errors import FileSystemError
+
+    ck = _saved_steps(tmp_path, (1,))
+
+    def full_disk(obj, f, *a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(FileSystemError, match="checkpoints: no space left on device"):
+        _saved_steps(tmp_path, (2,))
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000001"]
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = tmp_path / "checkpoints" / f".tmp-step-00000002-{os.getppid()}"  # a live writer
+    stale = tmp_path / "checkpoints" / f".tmp-step-00000002-{dead.pid}"
+    live.mkdir()
+    stale.mkdir()
+    assert ck.latest() == tmp_path / "checkpoints" / "step-00000001"
+    assert live.is_dir() and not stale.exists()
+
+
 def test_prepare_run_dir(tmp_path: Path) -> None:
     run = tmp_path / "run"
     tr.prepare_run_dir(run)
-    (run / "x").write_text("1")
+    (run / "metrics.jsonl").write_text("1")
     with pytest.raises(InputError, match="not empty"):
         tr.prepare_run_dir(run)
     tr.prepare_run_dir(run, resume=True)
-    assert (run / "x").exists()
+    assert (run / "metrics.jsonl").exists()
     tr.prepare_run_dir(run, overwrite=True)
-    assert not (run / "x").exists()
+    assert not (run / "metrics.jsonl").exists()
+    # --overwrite deletes only what a run writes: a foreign file stops it, nothing deleted
+    (run / "checkpoints" / "step-00000001").mkdir(parents=True)
+    (run / "x").write_text("1")
+    with pytest.raises(InputError, match="x was not written by albertzh"):
+        tr.prepare_run_dir(run, overwrite=True)
+    assert (run / "x").exists() and (run / "checkpoints" / "step-00000001").is_dir()
 
 
 # --------------------------------------------------------------------------- metrics, signals
