@@ -32,6 +32,12 @@ def bert_vocab() -> Path:
     return shared_path("vocab/bert_chinese_vocab.txt")
 
 
+@pytest.fixture
+def msra_ner() -> Path:
+    """The MSRA NER task directory (train.tsv, dev.tsv, label2id.json)."""
+    return shared_path("tasks/msra_ner")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     try:
         import torch

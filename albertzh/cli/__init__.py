@@ -39,11 +39,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Turn words + vocab into pretraining instances (SOP, masking).",
     ),
     "pretrain": ("albertzh.cli.pretrain", "Pretrain ALBERT (MLM + SOP) on instance shards."),
-    "finetune": ("albertzh.cli.finetune", "Finetune a model on a classification task."),
+    "finetune": (
+        "albertzh.cli.finetune",
+        "Finetune a model on a classification or NER (token classification) task.",
+    ),
     "eval": ("albertzh.cli.evaluate", "Evaluate a model on a task split or on instance shards."),
     "predict": (
         "albertzh.cli.predict",
-        "Classify sentences or a<TAB>b pairs from stdin/file as JSON lines.",
+        "Classify sentences or a<TAB>b pairs, or tag entities (NER), from stdin/file as JSON lines.",
     ),
     "quickstart": (
         "albertzh.cli.quickstart",

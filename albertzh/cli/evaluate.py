@@ -8,5 +8,6 @@ command = stage_command(
     EvalConfig,
     run,
     help="Evaluate a finetuned model on a task split (accuracy, macro-F1, loss; per-class "
-    "P/R/F1 with --json), or a pretrained model on instance shards (--shards: MLM/SOP).",
+    "P/R/F1 with --json; NER: entity-level precision, recall, F1, per type with --json), or a "
+    "pretrained model on instance shards (--shards: MLM/SOP).",
 )

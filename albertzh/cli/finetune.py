@@ -7,8 +7,10 @@ command = stage_command(
     "finetune",
     FinetuneConfig,
     run,
-    help="Finetune a pretrained ALBERT dir on a classification task; the output dir is the best "
-    "dev model (loadable by transformers.AlbertForSequenceClassification) plus metrics.json.",
+    help="Finetune a pretrained ALBERT dir on a classification or NER task; the output dir is "
+    "the best dev model (loadable by transformers.AlbertForSequenceClassification, or "
+    "AlbertForTokenClassification for NER) plus metrics.json.",
     epilog="Runs unchanged under torchrun (DDP). Example: albertzh finetune --task chnsenticorp "
-    "--model runs/pretrain --data-dir data/chnsenticorp -o runs/senti",
+    "--model runs/pretrain --data-dir data/chnsenticorp -o runs/senti; NER: --task msra_ner "
+    "--data-dir data/msra_ner (entity-level F1 picks the best model).",
 )

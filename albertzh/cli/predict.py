@@ -27,7 +27,8 @@ command = stage_command(
     run,
     help="Classify sentences or a<TAB>b pairs (one per line, from INPUT or stdin) with a "
     'finetuned model; writes one JSON line per input line, in order: {"label": ..., '
-    '"probabilities": {...}}.',
+    '"probabilities": {...}}; with a NER model {"entities": [{"type", "text", "start", "end"}]} '
+    "(character offsets into the line, end exclusive).",
     epilog="Example: printf '房间很干净\\n太吵了\\n' | albertzh predict --model runs/senti",
     data_on_stdout=lambda cfg: cfg.output == "-",
     report=_report,

@@ -6,6 +6,11 @@ when it is inferred from train), and the metric that picks the best checkpoint. 
 guesses silently: a missing column, an unknown label or an empty file is an :class:`InputError`
 naming the file and line.
 
+A task's ``kind`` says what is predicted: ``classification`` (one label or score per sentence or
+pair; read and scored here) or ``token_classification`` (one tag per character: NER; read and
+scored in :mod:`albertzh.data.ner`). finetune, eval, predict and export dispatch on the kind
+(``albertzh.train.kinds``), never on task names.
+
 Split files may lack labels (CLUE test sets): such a split gives examples with ``label=None``
 and is good for predictions only.
 """
@@ -25,6 +30,10 @@ import numpy as np
 from albertzh.errors import ConfigError, InputError
 
 SPLITS = ("train", "dev", "test")
+# What a task predicts; each kind has its reader, metric and head (albertzh.train.kinds).
+CLASSIFICATION = "classification"
+TOKEN_CLASSIFICATION = "token_classification"
+KINDS = (CLASSIFICATION, TOKEN_CLASSIFICATION)
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 # TNEWS label ids (105 and 111 are unused in the CLUE release).
 TNEWS_LABELS = tuple(str(i) for i in range(100, 117) if i not in (105, 111))
@@ -67,6 +76,7 @@ class Task:
     regression: bool = False
     description: str = ""
     desc_field: str | None = None  # field naming the label id (CLUE "label_desc")
+    kind: str = CLASSIFICATION  # one of KINDS
 
     @property
     def num_labels(self) -> int:
@@ -130,6 +140,23 @@ def _clue(
     )
 
 
+def _ner(name: str, fmt: str, exts: Sequence[str], desc: str) -> Task:
+    """A token classification task: ``text`` (TSV header ``text_a`` too) and ``label`` fields."""
+    return Task(
+        name=name,
+        fmt=fmt,
+        files=_files(exts),
+        text_a="text",
+        text_b=None,
+        label="label",
+        labels=None,  # label2id.json in the data dir, or the tags of train
+        columns=("text", "label"),
+        metric="f1",
+        description=desc,
+        kind=TOKEN_CLASSIFICATION,
+    )
+
+
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
@@ -187,6 +214,27 @@ TASKS: dict[str, Task] = {
             row_filter=("language", "zh"),
             description="XNLI Chinese, TSV premise\\thypo\\tlabel (or the XNLI release layout).",
         ),
+        _ner(
+            "msra_ner",
+            "tsv",
+            _TSV,
+            "MSRA NER (UER-py layout): TSV text_a\\tlabel, characters and BIO tags separated by "
+            "spaces; labels from label2id.json or train.",
+        ),
+        _ner(
+            "cluener",
+            "jsonl",
+            _JSON,
+            "CLUENER2020: JSON lines {text, label: {TYPE: {entity: [[start, end]]}}} (end "
+            "inclusive); --tag-scheme bio or bioes.",
+        ),
+        _ner(
+            "ner",
+            "auto",
+            (*_TSV, *_JSON),
+            "Any NER data: MSRA/UER TSV (characters and tags) or CLUENER JSON lines (spans); BIO "
+            "or BIOES tags; labels from label2id.json or train.",
+        ),
         Task(
             name="chnsenticorp",
             fmt="tsv",
@@ -205,6 +253,12 @@ GENERIC_EXTS = (".tsv", ".csv", ".jsonl", ".json", ".txt")
 
 def task_names() -> list[str]:
     return [*TASKS, "generic"]
+
+
+def kind_of(name: str) -> str:
+    """The kind of task ``name`` (``generic`` is a classification task)."""
+    task = TASKS.get(name)
+    return task.kind if task is not None else CLASSIFICATION
 
 
 def get_task(
@@ -390,7 +444,8 @@ def _json_rows(path: Path, task: Task) -> Iterator[tuple[int, dict[str, Any]]]:
         yield n, {role: obj[f] for role, f in roles.items() if f in obj}
 
 
-def _format_of(path: Path, task: Task) -> str:
+def format_of(path: Path, task: Task) -> str:
+    """The layout ``path`` is read in: the task's, or by suffix for ``auto`` tasks."""
     if task.fmt != "auto":
         return task.fmt
     suffix = path.suffix.lower()
@@ -403,7 +458,7 @@ def _format_of(path: Path, task: Task) -> str:
 
 def iter_rows(path: Path, task: Task) -> Iterator[tuple[int, dict[str, Any]]]:
     """Raw rows of a split file as (line, {"text_a", "text_b", "label", "filter"} values)."""
-    fmt = _format_of(path, task)
+    fmt = format_of(path, task)
     if fmt == "jsonl":
         return _json_rows(path, task)
     return _table_rows(path, task, "," if fmt == "csv" else "\t")

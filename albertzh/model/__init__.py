@@ -15,22 +15,34 @@ from albertzh.model.albert import (
     AlbertClassifierOutput,
     AlbertForPreTraining,
     AlbertForSequenceClassification,
+    AlbertForTokenClassification,
     AlbertModel,
     AlbertModelOutput,
     AlbertPretrainingOutput,
+    AlbertTokenClassifierOutput,
 )
 from albertzh.model.config import PRESETS, AlbertConfig
 from albertzh.model.io import read_meta
 
+# Finetuned heads by the architecture their config.json names (export, eval and predict load
+# a model dir through this).
+HEAD_MODELS: dict[str, type] = {
+    cls.hf_architecture: cls
+    for cls in (AlbertForSequenceClassification, AlbertForTokenClassification)
+}
+
 __all__ = [
+    "HEAD_MODELS",
     "PRESETS",
     "AlbertClassifierOutput",
     "AlbertConfig",
     "AlbertForPreTraining",
     "AlbertForSequenceClassification",
+    "AlbertForTokenClassification",
     "AlbertModel",
     "AlbertModelOutput",
     "AlbertPretrainingOutput",
+    "AlbertTokenClassifierOutput",
     "read_meta",
 ]
 

@@ -1,7 +1,8 @@
 """ALBERT in PyTorch, in reading order: embeddings -> attention -> layer -> encoder -> heads.
 
 Module and parameter names are HuggingFace's, so ``state_dict()`` maps 1:1 onto
-``transformers.AlbertForPreTraining`` / ``AlbertForSequenceClassification`` keys. Shapes: B batch,
+``transformers.AlbertForPreTraining`` / ``AlbertForSequenceClassification`` /
+``AlbertForTokenClassification`` keys. Shapes: B batch,
 T tokens, E embedding width, H hidden width, nh heads, hd head width, P masked positions,
 V vocab, I intermediate width.
 """
@@ -41,7 +42,7 @@ def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 @dataclass
 class AlbertModelOutput:
     last_hidden_state: torch.Tensor  # [B, T, H]
-    pooler_output: torch.Tensor  # [B, H]
+    pooler_output: torch.Tensor | None  # [B, H]; None without a pooler (token-level heads)
 
 
 @dataclass
@@ -56,6 +57,11 @@ class AlbertPretrainingOutput:
 @dataclass
 class AlbertClassifierOutput:
     logits: torch.Tensor  # [B, num_labels]
+
+
+@dataclass
+class AlbertTokenClassifierOutput:
+    logits: torch.Tensor  # [B, T, num_labels]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,18 +297,26 @@ class AlbertPreTrainedModel(nn.Module):
 
 
 class AlbertModel(AlbertPreTrainedModel):
-    """The encoder: embeddings, shared transformer layers, and the tanh pooler over [CLS]."""
+    """The encoder: embeddings, shared transformer layers, and the tanh pooler over [CLS]
+    (left out with ``add_pooling_layer=False``, as HF's token-level heads do)."""
 
     hf_architecture = "AlbertModel"
 
-    def __init__(self, config: AlbertConfig, *, init: bool = True) -> None:
+    def __init__(
+        self, config: AlbertConfig, *, init: bool = True, add_pooling_layer: bool = True
+    ) -> None:
         super().__init__()
         self.config = config
         self.embeddings = AlbertEmbeddings(config)
         self.encoder = AlbertTransformer(config)
-        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        self.pooler = (
+            nn.Linear(config.hidden_size, config.hidden_size) if add_pooling_layer else None
+        )
         if init:
             self.init_weights()
+
+    def _pool(self, cls: torch.Tensor) -> torch.Tensor | None:
+        return None if self.pooler is None else torch.tanh(self.pooler(cls))  # [B, H]
 
     def forward(
         self,
@@ -318,11 +332,11 @@ class AlbertModel(AlbertPreTrainedModel):
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
         if output_positions is None:
             h = self.encoder(x, mask)  # [B, T, H]
-            return AlbertModelOutput(h, torch.tanh(self.pooler(h[:, 0])))  # pooled [CLS]: [B, H]
+            return AlbertModelOutput(h, self._pool(h[:, 0]))  # pooled [CLS]: [B, H]
         cls = torch.zeros_like(output_positions[:, :1])
         rows = torch.cat([cls, output_positions], dim=1).long()  # [B, 1 + P]
         h = self.encoder(x, mask, rows)  # [B, 1 + P, H]
-        return AlbertModelOutput(h[:, 1:], torch.tanh(self.pooler(h[:, 0])))
+        return AlbertModelOutput(h[:, 1:], self._pool(h[:, 0]))
 
 
 class AlbertMLMHead(nn.Module):
@@ -442,6 +456,41 @@ class AlbertForSequenceClassification(AlbertPreTrainedModel):
         if problem == "single_label_classification":
             return F.cross_entropy(logits, labels.long().view(-1))
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+class AlbertForTokenClassification(AlbertPreTrainedModel):
+    """ALBERT with a linear classifier on every token's last hidden state (NER tagging).
+
+    No pooler, as transformers' ``AlbertForTokenClassification`` (its keys are ``albert.*``
+    without ``albert.pooler.*``, and ``classifier.*``); a pretraining dir's pooler is ignored.
+    """
+
+    hf_architecture = "AlbertForTokenClassification"
+    heads = ("classifier",)
+
+    def __init__(self, config: AlbertConfig, *, init: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.albert = AlbertModel(config, init=False, add_pooling_layer=False)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.dropout_p = config.classifier_dropout_prob
+        if init:
+            self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> AlbertTokenClassifierOutput:
+        out = self.albert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        h = _dropout(out.last_hidden_state, self.dropout_p, self.training)  # [B, T, H]
+        return AlbertTokenClassifierOutput(logits=self.classifier(h))  # [B, T, num_labels]
+
+    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over the labelled tokens (label -100: [CLS], [SEP], padding, and every
+        sub-token but a character's first), as HF's."""
+        return F.cross_entropy(logits.flatten(0, 1), labels.long().flatten(), ignore_index=-100)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -121,8 +121,13 @@ def load_model(cls: type[M], path: str | os.PathLike[str], **overrides: Any) -> 
     bare = not hasattr(model, "albert")  # AlbertModel itself: its keys lack the prefix
     own = {("albert." + k if bare else k): v for k, v in model.state_dict().items()}
     # The pooler counts as a head too: HF's AlbertForMaskedLM (the albert_chinese_* models)
-    # and token-level heads are saved without one.
-    heads: tuple[str, ...] = (*getattr(type(model), "heads", ()), "albert.pooler")
+    # and token-level heads are saved without one. A model without a pooler (a token-level
+    # head) ignores the checkpoint's.
+    has_pooler = any(k.startswith("albert.pooler.") for k in own)
+    heads: tuple[str, ...] = (
+        *getattr(type(model), "heads", ()),
+        *(("albert.pooler",) if has_pooler else ()),
+    )
 
     def head_of(key: str) -> str | None:
         if key.startswith("albert.pooler."):

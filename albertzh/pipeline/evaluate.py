@@ -1,15 +1,22 @@
 """``eval``: score a finetuned model on a task split, or a pretrained model on instance shards.
 
-Task mode reads the split with the task registry, predicts in batches, and reports accuracy,
-macro-F1 and loss (per-class precision/recall/F1 in ``--json``); ``--predictions FILE`` keeps
-one JSON line per row in input order. A split without labels gives predictions only.
-Shard mode hands over to ``albertzh.train.pretraining.evaluate_pretraining`` (MLM/SOP metrics).
+Task mode reads the split with the task registry and predicts in batches; what it reports
+depends on the task's kind (:data:`RUNNERS`, one function per kind):
+
+- classification: accuracy, macro-F1 and loss (per-class precision/recall/F1 in ``--json``);
+- token classification (NER): entity-level precision, recall and F1 (exact span and type,
+  conlleval's reading of the tags), loss and token accuracy (per type in ``--json``).
+
+``--predictions FILE`` keeps one JSON line per row in input order. A split without labels gives
+predictions only. Shard mode hands over to ``albertzh.train.pretraining.evaluate_pretraining``
+(MLM/SOP metrics).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +43,9 @@ class EvalConfig(StageConfig):
     label: str | None = Field(None, description="generic task: field of the label.")
     regression: bool = Field(False, description="generic task: numeric labels (regression).")
     predictions: Path | None = Field(
-        None, description="Write one JSON line per row (label, probabilities) to this file."
+        None,
+        description="Write one JSON line per row to this file (label and probabilities; NER: "
+        "entities and tags).",
     )
     overwrite: bool = Field(False, description="Replace an existing --predictions file.")
     shards: PathOrURL | None = Field(
@@ -48,7 +57,16 @@ class EvalConfig(StageConfig):
     )
     batch_size: int = Field(64, ge=1, description="Rows per forward pass.")
     max_seq_len: int | None = Field(
-        None, ge=3, description="Truncate inputs to this many tokens (default: the finetune value)."
+        None,
+        ge=3,
+        description="Truncate inputs to this many tokens (NER: the window size; default: the "
+        "finetune value).",
+    )
+    doc_stride: int | None = Field(
+        None,
+        ge=1,
+        description="NER: tokens between window starts for sentences longer than --max-seq-len "
+        "(default: the finetune value, or half a window with --max-seq-len).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run the model.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -62,6 +80,8 @@ class EvalConfig(StageConfig):
                 raise ValueError("--shards excludes --task/--data-dir/--predictions")
         elif not self.task or self.data_dir is None:
             raise ValueError("--task and --data-dir are required (or --shards DIR)")
+        if self.doc_stride is not None and T.kind_of(self.task or "") != T.TOKEN_CLASSIFICATION:
+            raise ValueError("--doc-stride only applies to token classification (NER) tasks")
         return self
 
 
@@ -106,14 +126,19 @@ def _task_for_model(
     return T.with_labels(task, labels)
 
 
-def run_task(cfg: EvalConfig) -> EvalSummary:
-    from albertzh.train.inference import load_classifier
-
-    t0 = time.perf_counter()
+def _check_predictions(cfg: EvalConfig) -> None:
     if cfg.predictions is not None:
         inputs = {"--model": cfg.model, "--data-dir": cfg.data_dir}
         outputs.check_apart(cfg.predictions, inputs, flag="--predictions")
         outputs.check_file_output(cfg.predictions, overwrite=cfg.overwrite, flag="--predictions")
+
+
+def run_classification(cfg: EvalConfig) -> EvalSummary:
+    """A sentence(-pair) classifier or regressor on a split."""
+    from albertzh.train.inference import load_classifier
+
+    t0 = time.perf_counter()
+    _check_predictions(cfg)
     clf = load_classifier(
         cfg.model, device=cfg.device, precision=cfg.precision, max_seq_len=cfg.max_seq_len
     )
@@ -146,6 +171,67 @@ def run_task(cfg: EvalConfig) -> EvalSummary:
         figures["predictions"] = str(cfg.predictions)
     figures["seconds"] = round(time.perf_counter() - t0, 2)
     return EvalSummary("eval", figures, details)
+
+
+def run_tokens(cfg: EvalConfig) -> EvalSummary:
+    """A token classifier (NER) on a split: entity-level P/R/F1, per type in ``details``."""
+    from albertzh.data import ner
+    from albertzh.train.tagging import decode, load_tagger, score
+
+    t0 = time.perf_counter()
+    _check_predictions(cfg)
+    tagger = load_tagger(
+        cfg.model,
+        device=cfg.device,
+        precision=cfg.precision,
+        max_seq_len=cfg.max_seq_len,
+        doc_stride=cfg.doc_stride,
+    )
+    task = T.with_labels(T.get_task(cfg.task or ""), tagger.labels)
+    path = T.split_file(task, cfg.data_dir, cfg.split)
+    examples = ner.read_tagged(task, path, tagger.labels)
+    rows = tagger.rows([e.units for e in examples])
+    with progress(f"eval {task.name}/{cfg.split}", total=len(rows)) as bar:
+        per_sentence = tagger.unit_logits(rows, cfg.batch_size, bar=bar)
+    labelled = examples[0].tags is not None
+    figures: dict[str, Any] = {
+        "task": task.name,
+        "split": cfg.split,
+        "file": str(path),
+        "rows": len(examples),
+        "windows": len(rows),
+        "labelled": labelled,
+    }
+    details: dict[str, Any] = {}
+    if labelled:
+        m = score(examples, per_sentence, tagger.labels)
+        details["per_type"] = m.pop("per_type")
+        figures.update({k: round(float(v), 6) if isinstance(v, float) else v for k, v in m.items()})
+        figures["gold_tag_violations"] = ner.tag_violations([e.tags for e in examples])
+    if cfg.predictions is not None:
+        tags = decode(per_sentence, tagger.labels)
+        records = [
+            {"line": e.line, "entities": ner.entities(e, t), "tags": t}
+            for e, t in zip(examples, tags, strict=True)
+        ]
+        write_predictions(cfg.predictions, records)
+        figures["predictions"] = str(cfg.predictions)
+    figures["seconds"] = round(time.perf_counter() - t0, 2)
+    return EvalSummary("eval", figures, details)
+
+
+# How each kind of task is evaluated (the kinds of albertzh.data.tasks.KINDS).
+RUNNERS: dict[str, Callable[[EvalConfig], EvalSummary]] = {
+    T.CLASSIFICATION: run_classification,
+    T.TOKEN_CLASSIFICATION: run_tokens,
+}
+
+
+def run_task(cfg: EvalConfig) -> EvalSummary:
+    """Evaluate on a task split, the way the task's kind is evaluated."""
+    if cfg.task not in T.task_names():
+        T.get_task(cfg.task or "")  # the "unknown task" error
+    return RUNNERS[T.kind_of(cfg.task or "")](cfg)
 
 
 def run_shards(cfg: EvalConfig) -> Summary:

@@ -4,8 +4,9 @@ quantization).
 The output directory holds ``model.onnx``, ``config.json`` (labels) and the tokenizer files: the
 layout onnxruntime users and HF Optimum's ``ORTModel*.from_pretrained`` expect, all a runtime
 needs. The graph takes ``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64, ``[batch,
-sequence]``, both axes dynamic) and returns ``logits`` for a sequence classifier, or
-``last_hidden_state`` and ``pooler_output`` with ``--head none``; with ``--quantize int8``
+sequence]``, both axes dynamic) and returns ``logits`` for a finetuned head (``[batch,
+num_labels]`` for a sequence classifier, ``[batch, sequence, num_labels]`` for a token classifier),
+or ``last_hidden_state`` and ``pooler_output`` with ``--head none``; with ``--quantize int8``
 ``model.onnx`` is the quantized graph. torch.onnx's exporter writes the shared ALBERT weights
 once; before quantizing, weight transposes and the fused QKV concatenation are folded into
 constants (deduplicated, so a layer shared by all L applications is still stored once) --
@@ -53,7 +54,9 @@ NOT_EXPORTED = (
 class ExportConfig(StageConfig):
     """Options of ``albertzh export``."""
 
-    model: Path = Field(..., description="Model directory (a finetuned classifier, or any model).")
+    model: Path = Field(
+        ..., description="Model directory (a finetuned classifier or NER model, or any model)."
+    )
     format: Literal["onnx"] = Field("onnx", description="Export format.")
     output: Path = Field(
         ...,
@@ -62,8 +65,9 @@ class ExportConfig(StageConfig):
     )
     head: Literal["auto", "classifier", "none"] = Field(
         "auto",
-        description="classifier: logits; none: the encoder's last_hidden_state and "
-        "pooler_output; auto: classifier when the model dir is one.",
+        description="classifier: the finetuned head's logits (per sentence, or per token for "
+        "NER); none: the encoder's last_hidden_state and pooler_output; auto: classifier when "
+        "the model dir is a finetuned one.",
     )
     quantize: Literal["none", "int8"] = Field(
         "none", description="int8: dynamic quantization of the weights (onnxruntime)."
@@ -93,7 +97,7 @@ class ExportConfig(StageConfig):
 
 def load_for_export(model_dir: Path, head: str) -> tuple[Any, str]:
     """The model to export and the resolved head ("classifier" or "none")."""
-    from albertzh.model import AlbertForSequenceClassification, AlbertModel
+    from albertzh.model import HEAD_MODELS, AlbertModel
     from albertzh.model.io import require_trained_heads
 
     model_dir = Path(model_dir)
@@ -104,16 +108,16 @@ def load_for_export(model_dir: Path, head: str) -> tuple[Any, str]:
         archs = json.loads(cfg_file.read_text(encoding="utf-8")).get("architectures") or []
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelDirError(f"{cfg_file}: not valid JSON: {exc}") from exc
-    is_classifier = "AlbertForSequenceClassification" in archs
+    head_class = next((HEAD_MODELS[a] for a in archs if a in HEAD_MODELS), None)
     if head == "auto":
-        head = "classifier" if is_classifier else "none"
+        head = "classifier" if head_class is not None else "none"
     if head == "classifier":
-        if not is_classifier:
+        if head_class is None:
             raise ModelDirError(
                 f"{model_dir}: not a finetuned classifier (architectures {archs}); "
                 "use --head none to export the encoder"
             )
-        model = AlbertForSequenceClassification.from_pretrained(model_dir)
+        model = head_class.from_pretrained(model_dir)
         require_trained_heads(model, model_dir)
     else:
         model = AlbertModel.from_pretrained(model_dir)

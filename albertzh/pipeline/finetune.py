@@ -1,16 +1,19 @@
-"""``finetune``: train a classification head (and the encoder) on a task, keep the best epoch.
+"""``finetune``: train a head (and the encoder) on a task, keep the best epoch.
 
 setup -> loop -> save, on the shared plumbing of :mod:`albertzh.train.loop`; :func:`run` reads
 top to bottom as ``_setup`` -> ``_train`` -> ``_finish``. What setup builds is a ``_Run`` the loop
 only reads; what the loop changes (step, epoch, best result, patience) is a ``_TrainState``, which
-is also what a checkpoint carries.
+is also what a checkpoint carries. What depends on the task's kind (sentence classification,
+token classification; its reader, rows, batches, loss, dev metrics and head) is the
+:class:`albertzh.train.kinds.TaskKind` of the task, which this module only calls.
 
-- setup: read train/dev with the task registry (labels of a generic task come from train),
-  tokenize once, load the model dir with a fresh ``classifier`` head (or random weights with
-  ``--random-init``), AdamW + linear warmup/decay, resume from the newest checkpoint;
-- loop: per epoch a seeded permutation split over DDP ranks, ``train_step`` per optimizer step,
-  dev evaluation at each epoch end (and every ``--eval-every`` steps), the best model by the task
-  metric saved to ``best/``, early stopping after ``--patience`` evaluations without gain;
+- setup: read train/dev with the task registry (labels of a generic or NER task come from train
+  or label2id.json), tokenize once, load the model dir with a fresh ``classifier`` head (or random
+  weights with ``--random-init``), AdamW + linear warmup/decay, resume from the newest checkpoint;
+- loop: per epoch a seeded permutation of the rows (sentences, or windows of long ones) split over
+  DDP ranks, ``train_step`` per optimizer step, dev evaluation at each epoch end (and every
+  ``--eval-every`` steps), the best model by the task metric saved to ``best/``, early stopping
+  after ``--patience`` evaluations without gain;
 - save: the run dir becomes the best model (config.json with id2label/label2id, weights,
   tokenizer files, albertzh.json) plus ``metrics.json``; ``metrics.jsonl`` has the log.
 """
@@ -22,7 +25,6 @@ import math
 import shutil
 import time
 from dataclasses import dataclass, field, fields
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +37,7 @@ from albertzh.data import tasks as T
 from albertzh.data.dataset import atomic_write_json
 from albertzh.errors import ConfigError, InputError, ModelDirError
 from albertzh.train import loop as tr
+from albertzh.train.kinds import TaskKind, kind_of_task
 
 BEST_DIR = "best"
 METRICS_JSON = "metrics.json"
@@ -54,7 +57,23 @@ class FinetuneConfig(tr.TrainConfig):
     text_b: str | None = Field(None, description="generic task: field of the second text.")
     label: str | None = Field(None, description="generic task: field of the label.")
     regression: bool = Field(False, description="generic task: numeric labels (regression).")
-    max_seq_len: int = Field(128, ge=3, description="Truncate [CLS] a [SEP] b [SEP] to this.")
+    max_seq_len: int = Field(
+        128,
+        ge=3,
+        description="Truncate [CLS] a [SEP] b [SEP] to this; NER: longer sentences are read in "
+        "windows of this many tokens.",
+    )
+    doc_stride: int | None = Field(
+        None,
+        ge=1,
+        description="NER: tokens between the starts of the overlapping windows a sentence longer "
+        "than --max-seq-len is read in (default: half a window).",
+    )
+    tag_scheme: Literal["auto", "bio", "bioes"] = Field(
+        "auto",
+        description="NER: the tags entity spans (JSON) become, and the label set inferred from "
+        "train; auto: BIOES if label2id.json or train has E-/S- tags, else BIO.",
+    )
     dropout: float | None = Field(
         None,
         ge=0,
@@ -95,50 +114,39 @@ class FinetuneConfig(tr.TrainConfig):
         known = T.task_names()
         if self.task not in known:
             raise ValueError(f"--task: unknown task {self.task!r} (known: {', '.join(known)})")
+        if T.kind_of(self.task) != T.TOKEN_CLASSIFICATION:
+            for flag, given in (
+                ("--doc-stride", self.doc_stride is not None),
+                ("--tag-scheme", self.tag_scheme != "auto"),
+            ):
+                if given:
+                    raise ValueError(f"{flag} only applies to token classification (NER) tasks")
         return self
 
 
 # --------------------------------------------------------------------------- setup helpers
 
 
-def _load_data(cfg: FinetuneConfig) -> tuple[T.Task, dict[str, Any]]:
-    """The task with its labels fixed, and {"train": (path, examples), "dev": ... or None}."""
+def _load_data(cfg: FinetuneConfig) -> tuple[T.Task, TaskKind, dict[str, Any]]:
+    """The task with its labels fixed, its kind, and {"train": (path, examples), "dev": ... or
+    None}."""
     task = T.get_task(
         cfg.task, text_a=cfg.text_a, text_b=cfg.text_b, label=cfg.label, regression=cfg.regression
     )
-    train_path, train = T.load_split(task, cfg.data_dir, "train", require_labels=True)
-    task = T.labels_of(task, train, train_path)
+    kind = kind_of_task(task)
+    task, train_path, train = kind.read_train(task, cfg.data_dir, cfg)
     try:
         dev_path = T.split_file(task, cfg.data_dir, "dev")
     except InputError:  # no dev split: train without model selection
         dev = None
     else:
-        dev = (dev_path, T.read_examples(task, dev_path, require_labels=True))
+        dev = (dev_path, kind.read_split(task, dev_path))
     if cfg.max_train_examples and cfg.max_train_examples < len(train):
         keep = np.sort(
             np.random.default_rng(cfg.seed).permutation(len(train))[: cfg.max_train_examples]
         )
         train = [train[i] for i in keep]
-    return task, {"train": (train_path, train), "dev": dev}
-
-
-def _label_ids(task: T.Task, examples: list[T.Example]) -> np.ndarray:
-    if task.regression:
-        return np.array([float(e.label) for e in examples], dtype=np.float32)
-    index = {lab: i for i, lab in enumerate(task.labels or ())}
-    return np.array([index[str(e.label)] for e in examples], dtype=np.int64)
-
-
-def _head_config(task: T.Task) -> dict[str, Any]:
-    if task.regression:
-        return {"num_labels": 1, "id2label": None, "label2id": None, "problem_type": "regression"}
-    labels = list(task.labels or ())
-    return {
-        "num_labels": len(labels),
-        "id2label": dict(enumerate(labels)),
-        "label2id": {lab: i for i, lab in enumerate(labels)},
-        "problem_type": "single_label_classification",
-    }
+    return task, kind, {"train": (train_path, train), "dev": dev}
 
 
 def _dropout_overrides(cfg: FinetuneConfig) -> dict[str, Any]:
@@ -152,14 +160,16 @@ def _dropout_overrides(cfg: FinetuneConfig) -> dict[str, Any]:
 
 
 def build_model(cfg: FinetuneConfig, task: T.Task) -> Any:
-    """The classifier: the model dir's encoder with a new head, or all-random (--random-init)."""
-    from albertzh.model import AlbertConfig, AlbertForSequenceClassification
+    """The task kind's model: the model dir's encoder with a new head, or all-random
+    (--random-init)."""
+    from albertzh.model import AlbertConfig
 
-    overrides = {**_head_config(task), **_dropout_overrides(cfg)}
+    kind = kind_of_task(task)
+    overrides = {**kind.head_config(task), **_dropout_overrides(cfg)}
     if cfg.random_init:
         base = AlbertConfig.from_json(cfg.model)
-        return AlbertForSequenceClassification(base.replace(**overrides))
-    return AlbertForSequenceClassification.from_pretrained(cfg.model, **overrides)
+        return kind.model_class()(base.replace(**overrides))
+    return kind.model_class().from_pretrained(cfg.model, **overrides)
 
 
 def epoch_batches(
@@ -185,55 +195,25 @@ def _better(metric: str, new: dict[str, float], old: dict[str, float] | None) ->
     return a < b if metric in LOWER_IS_BETTER else a > b
 
 
-# --------------------------------------------------------------------------- evaluation
-
-
-def evaluate_dev(
-    model: Any,
-    encoded: list[tuple[list[int], list[int]]],
-    examples: list[T.Example],
-    task: T.Task,
-    *,
-    pad_id: int,
-    batch_size: int,
-    precision: str,
-    rank: int = 0,
-    world: int = 1,
-) -> dict[str, Any]:
-    """Dev metrics; under DDP each rank scores every world-th row and the logits are gathered."""
-    from albertzh.train.inference import predict_logits
-
-    bare = tr.unwrap_model(model)
-    idx = list(range(rank, len(encoded), world))
-    logits = predict_logits(
-        bare, [encoded[i] for i in idx], pad_id=pad_id, batch_size=batch_size, precision=precision
-    )
-    full = None
-    for part_idx, part in tr.all_gather_objects((idx, logits)):
-        if full is None:
-            full = np.zeros((len(encoded), part.shape[-1]), dtype=np.float32)
-        full[part_idx] = part
-    assert full is not None
-    return T.score_logits(full, examples, list(task.labels or ()), task.regression)
-
-
 # --------------------------------------------------------------------------- the run's state
 
 
 @dataclass
 class _Data:
-    """The task, its metric and its splits, tokenized once (setup's part that writes nothing)."""
+    """The task, its kind and metric, and its splits made into model rows once (setup's part
+    that writes nothing)."""
 
     task: T.Task
+    kind: TaskKind
     metric: str
     tokenizer: Any
     train_path: Path
-    train: list[T.Example]
-    train_enc: list[tuple[list[int], list[int]]]
-    train_y: np.ndarray
+    train: list[Any]  # the kind's examples
+    train_rows: Any  # the kind's rows (sized: an epoch is a permutation of them)
     dev_path: Path | None
-    dev: list[T.Example] | None
-    dev_enc: list[tuple[list[int], list[int]]] | None
+    dev: list[Any] | None
+    dev_rows: Any
+    figures: dict[str, Any]  # what the kind says about the data (summary, metrics.json)
 
 
 @dataclass
@@ -315,7 +295,7 @@ def _setup(cfg: FinetuneConfig, dist: tr.DistInfo) -> tuple[_Run, _TrainState]:
     """Read and check the inputs, then build the run; on --resume, restore where it stopped."""
     precision = tr.resolve_precision(cfg.precision, dist.device)
     data = _read_data(cfg)
-    micro_per_epoch = math.ceil((len(data.train) // dist.world_size) / cfg.batch_size)
+    micro_per_epoch = math.ceil((len(data.train_rows) // dist.world_size) / cfg.batch_size)
     steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
     total = tr.total_steps(cfg, steps_per_epoch)
     warmup = tr.warmup_for(cfg, total)
@@ -360,44 +340,41 @@ def _setup(cfg: FinetuneConfig, dist: tr.DistInfo) -> tuple[_Run, _TrainState]:
 
 
 def _read_data(cfg: FinetuneConfig) -> _Data:
-    """The task and its splits, tokenized; the --metric is checked against the task's kind."""
+    """The task and its splits, as model rows; the --metric is checked against the task's kind."""
     from albertzh.tokenizer import load_tokenizer
-    from albertzh.train.inference import encode_pairs
 
-    task, data = _load_data(cfg)
+    task, kind, data = _load_data(cfg)
     metric = cfg.metric or task.metric
-    valid = (
-        {"loss", "pearson", "spearman", "mse"}
-        if task.regression
-        else {"loss", "accuracy", "macro_f1"}
-    )
+    valid = kind.metrics(task)
     if metric not in valid:
         raise ConfigError(f"--metric: {metric!r} is not one of {', '.join(sorted(valid))}")
     tokenizer = load_tokenizer(cfg.model)
     train_path, train = data["train"]
-    train_enc = encode_pairs(tokenizer, ((e.text_a, e.text_b) for e in train), cfg.max_seq_len)
-    train_y = _label_ids(task, train)
     dev_path, dev = data["dev"] if data["dev"] else (None, None)
-    dev_enc = (
-        encode_pairs(tokenizer, ((e.text_a, e.text_b) for e in dev), cfg.max_seq_len)
-        if dev
-        else None
-    )
     return _Data(
-        task, metric, tokenizer, train_path, train, train_enc, train_y, dev_path, dev, dev_enc
+        task=task,
+        kind=kind,
+        metric=metric,
+        tokenizer=tokenizer,
+        train_path=train_path,
+        train=train,
+        train_rows=kind.encode(task, train, tokenizer, cfg),
+        dev_path=dev_path,
+        dev=dev,
+        dev_rows=kind.encode(task, dev, tokenizer, cfg) if dev else None,
+        figures=kind.describe(task, train, dev),
     )
 
 
 def _load_model(cfg: FinetuneConfig, data: _Data, resume_from: Path | None) -> Any:
-    """The classifier to train: the checkpoint's on --resume, else the model dir's (new head)."""
-    from albertzh.model import AlbertForSequenceClassification
-
+    """The model to train: the checkpoint's on --resume, else the model dir's (new head)."""
     tr.set_seed(cfg.seed)  # the new head's initial weights
     if resume_from is not None:
         _check_resume(resume_from, cfg, data)
-        model = AlbertForSequenceClassification.from_pretrained(resume_from)
+        model = data.kind.model_class().from_pretrained(resume_from)
     else:
         model = build_model(cfg, data.task)
+    data.kind.check_config(cfg, model.config)
     if data.tokenizer.vocab_size > model.config.vocab_size:
         raise ModelDirError(
             f"{cfg.model}: vocab has {data.tokenizer.vocab_size} tokens but the model only {model.config.vocab_size}"
@@ -411,11 +388,12 @@ def _model_meta(cfg: FinetuneConfig, data: _Data) -> dict[str, Any]:
     return {
         "stage": "finetune",
         "task": task.name,
+        "kind": task.kind,
         "labels": list(task.labels or ()),
         "regression": task.regression,
         "fields": {"text_a": task.text_a, "text_b": task.text_b, "label": task.label},
         "max_seq_len": cfg.max_seq_len,
-        "label_desc": T.label_descriptions(data.train) or None,
+        **data.kind.meta(task, data.train, cfg),
         "base_model": str(cfg.model),
         "random_init": cfg.random_init,
         "config": cfg.model_dump(mode="json"),
@@ -509,17 +487,18 @@ def _step_groups(r: _Run, epoch: int) -> list[list[list[int]]]:
     """This rank's optimizer steps of ``epoch``: its micro-batches, ``--grad-accum`` per step."""
     cfg, dist = r.cfg, r.dist
     micro = epoch_batches(
-        len(r.data.train), cfg.batch_size, epoch, cfg.seed, dist.rank, dist.world_size
+        len(r.data.train_rows), cfg.batch_size, epoch, cfg.seed, dist.rank, dist.world_size
     )
     return [micro[i : i + cfg.grad_accum] for i in range(0, len(micro), cfg.grad_accum)]
 
 
 def _train_step(r: _Run, group: list[list[int]]) -> tr.StepResult:
     """One optimizer step over the micro-batches of ``group`` (rows of train)."""
+    data = r.data
     return tr.train_step(
         r.model,
-        [_train_batch(r.data, rows) for rows in group],
-        partial(_classifier_loss, regression=r.data.task.regression),
+        [data.kind.batch(data.train_rows, rows, data.tokenizer.pad_id) for rows in group],
+        data.kind.loss,
         r.optimizer,
         r.scheduler,
         scaler=r.scaler,
@@ -527,30 +506,6 @@ def _train_step(r: _Run, group: list[list[int]]) -> tr.StepResult:
         device=r.dist.device,
         max_grad_norm=r.cfg.max_grad_norm,
     )
-
-
-def _train_batch(data: _Data, rows: list[int]) -> dict[str, Any]:
-    import torch
-
-    from albertzh.train.inference import collate
-
-    batch = collate(data.train_enc, rows, data.tokenizer.pad_id)
-    batch["labels"] = torch.from_numpy(data.train_y[rows])
-    return batch
-
-
-def _classifier_loss(m: Any, batch: dict[str, Any], regression: bool) -> tuple[Any, dict[str, Any]]:
-    """The model's loss (cross-entropy, or MSE for regression) and the batch accuracy."""
-    logits = m(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        token_type_ids=batch["token_type_ids"],
-    ).logits
-    loss = tr.unwrap_model(m).compute_loss(logits.float(), batch["labels"])
-    if regression:
-        return loss, {}
-    acc = (logits.argmax(-1) == batch["labels"]).float().mean()
-    return loss, {"accuracy": acc.detach()}
 
 
 def _log_train(
@@ -570,9 +525,9 @@ def _evaluate(r: _Run, st: _TrainState) -> bool:
     data = r.data
     if data.dev is None:
         return False
-    m = evaluate_dev(
+    m = data.kind.evaluate(
         r.model,
-        data.dev_enc,
+        data.dev_rows,
         data.dev,
         data.task,
         pad_id=data.tokenizer.pad_id,
@@ -581,7 +536,8 @@ def _evaluate(r: _Run, st: _TrainState) -> bool:
         rank=r.dist.rank,
         world=r.dist.world_size,
     )
-    flat = {k: float(v) for k, v in m.items() if k != "per_class"}
+    # Numbers go to the log and history; tables (per class, per type) only to metrics.json.
+    flat = {k: float(v) for k, v in m.items() if isinstance(v, int | float)}
     r.log.log(st.step, "dev", epoch=st.epoch, **flat)
     st.history.append({"step": st.step, "epoch": st.epoch, **flat})
     _track_best(r, st, m, flat)
@@ -641,14 +597,12 @@ def _interrupted(r: _Run, st: _TrainState, stop: tr.StopFlag) -> Summary:
 
 def _finish(r: _Run, st: _TrainState, stopped: str, t_start: float) -> dict[str, Any] | None:
     """Make the run dir the best model and write metrics.json; returns the best dev metrics."""
-    from albertzh.model import AlbertForSequenceClassification
-
     final_model: Any = r.model
     if r.data.dev is not None and r.dist.is_main and (r.run_dir / BEST_DIR).is_dir():
-        final_model = AlbertForSequenceClassification.from_pretrained(r.run_dir / BEST_DIR)
+        final_model = r.data.kind.model_class().from_pretrained(r.run_dir / BEST_DIR)
     best_flat = None
     if st.best_metrics is not None:
-        best_flat = {k: v for k, v in st.best_metrics.items() if k != "per_class"}
+        best_flat = {k: v for k, v in st.best_metrics.items() if isinstance(v, int | float)}
     r.ckpt.finalize(
         final_model,
         tokenizer=r.data.tokenizer,
@@ -675,6 +629,8 @@ def _report(r: _Run, st: _TrainState, stopped: str, seconds: float) -> dict[str,
         "train": {
             "file": str(data.train_path),
             "examples": len(data.train),
+            "rows": len(data.train_rows),
+            **data.figures,
             "steps": st.step,
             "epochs_done": st.epoch,
             "stopped": stopped,
@@ -694,13 +650,15 @@ def _figures(
         "output": str(r.run_dir),
         "train_examples": len(data.train),
         "dev_examples": len(data.dev) if data.dev else 0,
+        **data.figures,
         "steps": st.step,
         "stopped": stopped,
     }
     if best_flat:
         figures[f"best_dev_{metric}"] = round(float(best_flat[metric]), 6)
         figures["best_step"] = st.best_step
-        if "accuracy" in best_flat and metric != "accuracy":
-            figures["best_dev_accuracy"] = round(float(best_flat["accuracy"]), 6)
+        for name in data.kind.summary_metrics:
+            if name in best_flat and name != metric:
+                figures[f"best_dev_{name}"] = round(float(best_flat[name]), 6)
     figures["seconds"] = round(time.perf_counter() - t_start, 2)
     return figures

@@ -1,24 +1,33 @@
-"""``predict``: classify sentences or ``a<TAB>b`` pairs with a finetuned model, as JSON lines.
+"""``predict``: run a finetuned model over lines of text, one JSON line out per line in.
 
-The batched inference itself (encode examples, batch them by length, run the model under
-autocast, logits in input order) is :mod:`albertzh.train.inference`, shared with ``eval`` and
-``finetune``'s dev evaluation.
+What a line is and what comes out depends on the model's kind (:data:`PREDICTORS`, by the
+architecture in its config.json):
+
+- a classifier: a sentence or an ``a<TAB>b`` pair -> ``{"label", "probabilities"}`` (or
+  ``{"score"}`` for regression);
+- a token classifier (NER): the whole line is the text -> ``{"entities": [{"type", "text",
+  "start", "end"}]}``, character offsets into the line, ``end`` exclusive.
+
+The batched inference itself is :mod:`albertzh.train.inference` (classifiers) and
+:mod:`albertzh.train.tagging` (token classifiers), shared with ``eval`` and ``finetune``.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 from pydantic import Field
 
 from albertzh import outputs
 from albertzh.config import StageConfig
 from albertzh.console import Summary
-from albertzh.errors import InputError
+from albertzh.data import tasks as T
+from albertzh.errors import ConfigError, InputError
 from albertzh.files import atomic_writer
 from albertzh.train.inference import (
     Classifier,
@@ -33,7 +42,8 @@ class PredictConfig(StageConfig):
 
     input: str = Field(
         "-",
-        description="Text file with one sentence (or a<TAB>b pair) per line; '-' = stdin.",
+        description="Text file with one sentence (or a<TAB>b pair; NER: one text) per line; "
+        "'-' = stdin.",
         json_schema_extra={"argument": True},
     )
     model: Path = Field(..., description="Finetuned model directory (output of finetune).")
@@ -45,7 +55,16 @@ class PredictConfig(StageConfig):
     overwrite: bool = Field(False, description="Replace an existing -o file.")
     batch_size: int = Field(64, ge=1, description="Lines per forward pass.")
     max_seq_len: int | None = Field(
-        None, ge=3, description="Truncate inputs to this many tokens (default: the finetune value)."
+        None,
+        ge=3,
+        description="Truncate inputs to this many tokens (NER: the window size; default: the "
+        "finetune value).",
+    )
+    doc_stride: int | None = Field(
+        None,
+        ge=1,
+        description="NER: tokens between window starts for lines longer than --max-seq-len "
+        "(default: the finetune value, or half a window with --max-seq-len).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run the model.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -113,30 +132,88 @@ def predict_stream(
     return rows
 
 
+def predict_entities(
+    tagger: Any, lines: Iterable[str], out: TextIO, batch_size: int, with_text: bool = False
+) -> int:
+    """NER: one JSON line of entities per input line (in order), flushing after each batch."""
+    from albertzh.data import ner
+
+    rows = 0
+    for chunk in _chunks(lines, batch_size):
+        examples = [ner.TaggedExample(tuple(line), None, 0) for line in chunk]
+        for line, e, tags in zip(
+            chunk, examples, tagger.tags([e.units for e in examples], batch_size), strict=True
+        ):
+            rec = {"text": line} if with_text else {}
+            rec["entities"] = ner.entities(e, tags)
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        out.flush()
+        rows += len(chunk)
+    return rows
+
+
+# A predictor: the model loaded, as (write the JSON lines of these lines to ``out`` -> rows,
+# what the summary says of its labels).
+Predictor = tuple[Callable[[Iterable[str], TextIO], int], Any]
+
+
+def _classifier(cfg: PredictConfig) -> Predictor:
+    if cfg.doc_stride is not None:
+        raise ConfigError("--doc-stride only applies to token classification (NER) models")
+    clf = load_classifier(
+        cfg.model, device=cfg.device, precision=cfg.precision, max_seq_len=cfg.max_seq_len
+    )
+    stream = partial(predict_stream, clf, batch_size=cfg.batch_size, with_text=cfg.with_text)
+    return stream, clf.labels or "regression"
+
+
+def _tagger(cfg: PredictConfig) -> Predictor:
+    from albertzh.train.tagging import load_tagger
+
+    tagger = load_tagger(
+        cfg.model,
+        device=cfg.device,
+        precision=cfg.precision,
+        max_seq_len=cfg.max_seq_len,
+        doc_stride=cfg.doc_stride,
+    )
+    stream = partial(predict_entities, tagger, batch_size=cfg.batch_size, with_text=cfg.with_text)
+    return stream, tagger.labels
+
+
+# How each kind of finetuned model predicts (a dir of no known kind goes to the classifier,
+# which says what it is not).
+PREDICTORS: dict[str, Callable[[PredictConfig], Predictor]] = {
+    T.CLASSIFICATION: _classifier,
+    T.TOKEN_CLASSIFICATION: _tagger,
+}
+
+
 def run(cfg: PredictConfig) -> Summary:
     """Predict every line of ``cfg.input``; JSON lines go to ``cfg.output``."""
     import time
+
+    from albertzh.train.kinds import kind_of_model
 
     t0 = time.perf_counter()
     if cfg.output != "-":
         outputs.check_apart(cfg.output, {"INPUT": cfg.input, "--model": cfg.model})
         outputs.check_file_output(Path(cfg.output), overwrite=cfg.overwrite, flag="-o")
-    clf = load_classifier(
-        cfg.model, device=cfg.device, precision=cfg.precision, max_seq_len=cfg.max_seq_len
-    )
+    kind = kind_of_model(cfg.model)
+    stream, labels = PREDICTORS[kind.name if kind else T.CLASSIFICATION](cfg)
     lines = _input_lines(cfg.input)
     if cfg.output == "-":
-        rows = predict_stream(clf, lines, sys.stdout, cfg.batch_size, cfg.with_text)
+        rows = stream(lines, sys.stdout)
     else:
         with atomic_writer(Path(cfg.output)) as f:
-            rows = predict_stream(clf, lines, f, cfg.batch_size, cfg.with_text)
+            rows = stream(lines, f)
     secs = time.perf_counter() - t0
     return Summary(
         "predict",
         {
             "rows": rows,
             "output": cfg.output,
-            "labels": clf.labels or "regression",
+            "labels": labels,
             "seconds": round(secs, 2),
         },
     )

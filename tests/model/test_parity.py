@@ -9,6 +9,7 @@ from albertzh.model import (
     AlbertConfig,
     AlbertForPreTraining,
     AlbertForSequenceClassification,
+    AlbertForTokenClassification,
     AlbertModel,
 )
 from tests.model.conftest import tiny_config
@@ -236,3 +237,55 @@ def test_hf_masked_lm_dir_without_pooler_loads_for_pretraining(tmp_path) -> None
         assert close(ours(**inputs).mlm_logits, hf(**inputs).logits)
     encoder = AlbertModel.from_pretrained(tmp_path)
     assert encoder.load_info == {"initialized": ["albert.pooler"], "ignored": ["predictions"]}
+
+
+def test_token_classifier_parity_both_ways(tmp_path) -> None:
+    tags = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    cfg = small_config(
+        num_hidden_layers=4, num_hidden_groups=2, id2label=dict(enumerate(tags)), num_labels=5
+    )
+    hf = transformers.AlbertForTokenClassification(hf_config(cfg)).eval()
+    randomize(hf, seed=16)
+    hf.save_pretrained(tmp_path / "hf")
+    ours = AlbertForTokenClassification.from_pretrained(tmp_path / "hf").eval()
+    assert ours.load_info == {"initialized": [], "ignored": []}
+    assert ours.config.labels() == tags
+    inputs = batch(cfg, seed=17)
+    labels = torch.randint(0, 5, inputs["input_ids"].shape)
+    labels[inputs["attention_mask"] == 0] = -100
+    labels[:, 0] = -100
+    with torch.no_grad():
+        ref = hf(**inputs, labels=labels)
+        out = ours(**inputs)
+    assert out.logits.shape == (3, 12, 5)
+    assert torch.allclose(out.logits, ref.logits, atol=1e-5, rtol=0)
+    assert torch.allclose(ours.compute_loss(out.logits, labels), ref.loss, atol=1e-5)
+
+    ours.save_pretrained(tmp_path / "ours")
+    from safetensors.torch import load_file
+
+    keys = set(load_file(tmp_path / "ours" / "model.safetensors"))
+    assert not any(k.startswith("albert.pooler") for k in keys)
+    assert {"classifier.weight", "classifier.bias"} <= keys
+    back, info = hf_from(transformers.AlbertForTokenClassification, tmp_path / "ours")
+    assert no_key_problems(info), info
+    assert back.config.id2label == dict(enumerate(tags))
+    with torch.no_grad():
+        assert torch.allclose(back(**inputs).logits, out.logits, atol=1e-5, rtol=0)
+
+
+def test_token_classifier_from_a_pretraining_dir_ignores_the_pooler(tmp_path) -> None:
+    cfg = small_config(num_hidden_layers=2)
+    pre = AlbertForPreTraining(cfg)
+    randomize(pre, seed=18)
+    pre.save_pretrained(tmp_path)
+    ours = AlbertForTokenClassification.from_pretrained(tmp_path, num_labels=3).eval()
+    assert ours.load_info == {
+        "initialized": ["classifier"],
+        "ignored": ["albert.pooler", "predictions", "sop_classifier"],
+    }
+    assert ours.albert.pooler is None
+    inputs = batch(cfg, seed=19)
+    with torch.no_grad():
+        h = pre.albert(**inputs).last_hidden_state
+        assert close(ours.albert(**inputs).last_hidden_state, h)

@@ -16,7 +16,12 @@ import typer
 from click.testing import CliRunner
 
 import albertzh.cli
-from albertzh.model import AlbertConfig, AlbertForSequenceClassification, AlbertModel
+from albertzh.model import (
+    AlbertConfig,
+    AlbertForSequenceClassification,
+    AlbertForTokenClassification,
+    AlbertModel,
+)
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -125,6 +130,30 @@ def test_classifier_fp32_matches_pytorch_any_batch_and_length(
         got = session.run(None, feeds)[0]
         assert got.shape == (batch, 3)
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+def test_token_classifier_exports_per_token_logits(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    tags = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    cfg = _tiny_config(id2label=dict(enumerate(tags)), num_labels=len(tags))
+    model_dir = _save(AlbertForTokenClassification(cfg), tmp_path / "ner")
+    r = _export("--model", model_dir, "-o", tmp_path / "deploy", "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["head"] == "classifier" and summary["outputs"] == ["logits"]
+    assert summary["onnxruntime_max_abs_diff"] <= 1e-4
+    config = json.loads((tmp_path / "deploy" / "config.json").read_text())
+    assert config["architectures"] == ["AlbertForTokenClassification"]
+    assert config["id2label"]["1"] == "B-LOC"
+    model = AlbertForTokenClassification.from_pretrained(model_dir).eval()
+    session = ex.ort_session(tmp_path / "deploy" / "model.onnx")
+    for batch, seq, seed in ((1, 5, 1), (3, 40, 2)):
+        feeds = _feeds(batch, seq, seed)
+        want = ex.torch_outputs(model, "classifier", feeds)[0]
+        got = session.run(None, feeds)[0]
+        assert got.shape == (batch, seq, len(tags))
+        keep = feeds["attention_mask"].astype(bool)  # padded positions carry no meaning
+        np.testing.assert_allclose(got[keep], want[keep], atol=1e-4, rtol=0)
 
 
 def test_head_none_exports_sequence_and_pooled(tmp_path: Path) -> None:
