@@ -365,6 +365,27 @@ def report(a: argparse.Namespace) -> None:
                 print(f"- {res['name']} {task} n={res.get('labels') or 'all'} {arm}: {by}")
 
 
+def strip_heads(a: argparse.Namespace) -> None:
+    """pre-NAME without its pooler and SOP head (finetune then starts them fresh) as pre-AS."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    src, dst = a.work / f"pre-{a.name}", a.work / f"pre-{a.as_name}"
+    if dst.exists():
+        raise SystemExit(f"{dst}: exists")
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file() and f.name not in ("model.safetensors", "metrics.jsonl"):
+            shutil.copy2(f, dst / f.name)
+    state = load_file(src / "model.safetensors")
+    kept = {
+        k: v for k, v in state.items() if not k.startswith(("albert.pooler.", "sop_classifier."))
+    }
+    save_file(kept, dst / "model.safetensors", metadata={"format": "pt"})
+    print(f"{dst}: {len(state) - len(kept)} tensors dropped")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -397,8 +418,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads per run")
     p = sub.add_parser("report")
     p.add_argument("results", nargs="+", type=Path)
+    p = sub.add_parser("strip-heads", help="copy pre-NAME without pooler and SOP head")
+    p.add_argument("-w", "--work", type=Path, required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--as", dest="as_name", required=True)
     a = ap.parse_args(argv)
-    {"prepare": prepare, "pretrain": pretrain, "finetune": finetune, "report": report}[a.cmd](a)
+    commands = {"prepare": prepare, "pretrain": pretrain, "finetune": finetune, "report": report}
+    {**commands, "strip-heads": strip_heads}[a.cmd](a)
 
 
 if __name__ == "__main__":
