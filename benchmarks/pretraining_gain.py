@@ -365,6 +365,56 @@ def report(a: argparse.Namespace) -> None:
                 print(f"- {res['name']} {task} n={res.get('labels') or 'all'} {arm}: {by}")
 
 
+def tapt(a: argparse.Namespace) -> None:
+    """Task-adaptive pretraining: pre-FROM pretrained on, for --steps more, the texts (never the
+    labels) of TASK's train split — not its dev or test — as pre-NAME (the same vocab)."""
+    from albertzh.data import tasks as T
+
+    task = T.get_task(SOURCES[a.task][0])
+    out = a.work / f"tapt-{a.task}"
+    out.mkdir(parents=True, exist_ok=True)
+    path = T.split_file(task, a.work / "tasks" / a.task, "train")
+    texts = [
+        " ".join(t for t in (ex.text_a, ex.text_b) if t)
+        for ex in T.read_examples(task, path, require_labels=False)
+    ]
+    (out / "text.txt").write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n")
+    albertzh(
+        "clean", str(out / "text.txt"), "--doc-sep", "line", "-o", str(out / "docs"), "--overwrite"
+    )
+    albertzh("segment", str(out / "docs"), "-o", str(out / "words"), "--overwrite")
+    s = albertzh(
+        "make-shards",
+        str(out / "words"),
+        "--vocab",
+        str(a.work / "vocab"),
+        "-o",
+        str(out / "shards"),
+        "--max-seq-len",
+        "128",
+        "--overwrite",
+    )
+    print(f"tapt {a.task}: {len(texts)} train texts, {s['instances']} instances")
+    run = a.work / f"pre-{a.name}"
+    t0 = time.perf_counter()
+    s = albertzh(
+        "pretrain",
+        "--data",
+        str(out / "shards"),
+        "-o",
+        str(run),
+        "--init-from",
+        str(a.work / f"pre-{a.from_name}"),
+        "--overwrite",
+        *a.extra,
+        log=a.work / f"pre-{a.name}.log",
+        threads=a.threads,
+    )
+    s["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    (a.work / f"pre-{a.name}.json").write_text(json.dumps(s, indent=2) + "\n")
+    print(json.dumps({k: s.get(k) for k in ("steps", "seconds", "eval_last")}, indent=2))
+
+
 def strip_heads(a: argparse.Namespace) -> None:
     """pre-NAME without its pooler and SOP head (finetune then starts them fresh) as pre-AS."""
     import shutil
@@ -418,13 +468,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads per run")
     p = sub.add_parser("report")
     p.add_argument("results", nargs="+", type=Path)
+    p = sub.add_parser("tapt", help="pretrain pre-FROM on a task's train texts as pre-NAME")
+    p.add_argument("-w", "--work", type=Path, required=True)
+    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--from", dest="from_name", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("extra", nargs="*", help="flags passed to albertzh pretrain (after --)")
     p = sub.add_parser("strip-heads", help="copy pre-NAME without pooler and SOP head")
     p.add_argument("-w", "--work", type=Path, required=True)
     p.add_argument("--name", required=True)
     p.add_argument("--as", dest="as_name", required=True)
     a = ap.parse_args(argv)
     commands = {"prepare": prepare, "pretrain": pretrain, "finetune": finetune, "report": report}
-    {**commands, "strip-heads": strip_heads}[a.cmd](a)
+    {**commands, "tapt": tapt, "strip-heads": strip_heads}[a.cmd](a)
 
 
 if __name__ == "__main__":
