@@ -38,6 +38,12 @@ def msra_ner() -> Path:
     return shared_path("tasks/msra_ner")
 
 
+@pytest.fixture
+def c3_dir() -> Path:
+    """The C3 task directory (train.json, dev.json in the C3 layout)."""
+    return shared_path("tasks/c3")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     try:
         import torch

@@ -30,10 +30,15 @@ import numpy as np
 from albertzh.errors import ConfigError, InputError
 
 SPLITS = ("train", "dev", "test")
+WSC_FORMAT = "cluewsc"  # the CLUEWSC2020 layout (text + target spans), read by _wsc_rows
 # What a task predicts; each kind has its reader, metric and head (albertzh.train.kinds).
 CLASSIFICATION = "classification"
 TOKEN_CLASSIFICATION = "token_classification"
 KINDS = (CLASSIFICATION, TOKEN_CLASSIFICATION)
+MULTIPLE_CHOICE = "multiple_choice"  # one score per option (albertzh.data.choice)
+KINDS = (*KINDS, MULTIPLE_CHOICE)
+SPAN_EXTRACTION = "span_extraction"  # an answer span of a context (albertzh.data.squad)
+KINDS = (*KINDS, SPAN_EXTRACTION)
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 # TNEWS label ids (105 and 111 are unused in the CLUE release).
 TNEWS_LABELS = tuple(str(i) for i in range(100, 117) if i not in (105, 111))
@@ -55,6 +60,7 @@ class Example:
     label: str | float | None
     line: int
     label_desc: str | None = None  # CLUE's label name beside a label id (tnews, iflytek)
+    id: Any = None  # the row's "id" field where the file has one (CLUE test files), as given
 
 
 @dataclass(frozen=True)
@@ -248,6 +254,88 @@ TASKS: dict[str, Task] = {
         ),
     )
 }
+
+
+def _choice(name: str, fmt: str, files: dict[str, tuple[str, ...]], desc: str) -> Task:
+    """A multiple-choice task: context, question and options (read by albertzh.data.choice)."""
+    return Task(
+        name=name,
+        fmt=fmt,
+        files=files,
+        text_a="context",
+        text_b="question",
+        label="label",
+        description=desc,
+        kind=MULTIPLE_CHOICE,
+    )
+
+
+# Multiple choice (one registry entry each).
+TASKS["c3"] = _choice(
+    "c3",
+    "c3",
+    _files((".json",), test=("test1.1", "test1.0")),
+    "C3 reading comprehension (multiple choice): the C3 JSON layout [[context lines], "
+    "[{question, choice, answer}], id].",
+)
+TASKS["mc"] = _choice(
+    "mc",
+    "jsonl",
+    _files(_JSON),
+    "Any multiple choice: JSON lines {context, question, choices: [...], label: index (or "
+    "answer: text), id?}; 2 or more options.",
+)
+
+
+def _squad(name: str, desc: str) -> Task:
+    """A span extraction task: SQuAD v1 layout JSON (read by albertzh.data.squad)."""
+    return Task(
+        name=name,
+        fmt="squad",
+        files=_files((".json",)),
+        text_a="question",
+        text_b="context",
+        label="answers",
+        metric="f1",
+        description=desc,
+        kind=SPAN_EXTRACTION,
+    )
+
+
+# Span extraction (one registry entry each).
+TASKS["cmrc2018"] = _squad(
+    "cmrc2018",
+    "CMRC 2018 reading comprehension (span extraction): SQuAD v1 JSON, character answer_start "
+    "(-1: a reference answer that is no span of the context, scored only); EM and F1.",
+)
+TASKS["squad"] = _squad(
+    "squad",
+    "Any span extraction data in the SQuAD v1 layout: data[].paragraphs[].context and "
+    "qas[].id/question/answers[{text, answer_start}], character offsets.",
+)
+TASKS["cluewsc2020"] = Task(
+    name="cluewsc2020",
+    fmt=WSC_FORMAT,
+    files=_files(_JSON),
+    text_a="text",
+    text_b="target",
+    label="label",
+    labels=("true", "false"),
+    description="CLUEWSC2020 pronoun resolution: does span2 (the pronoun) refer to span1? Read "
+    "as a pair: the text with _span1_ and [span2] marked, and 'span2指的是span1'.",
+)
+# The file each task's predictions go to in a CLUE leaderboard submission (eval --submission).
+CLUE_SUBMISSION_FILES: dict[str, str] = {
+    "tnews": "tnews11_predict.json",
+    "iflytek": "iflytek_predict.json",
+    "ocnli": "ocnli_50k_predict.json",
+    "afqmc": "afqmc_predict.json",
+    "cmnli": "cmnli_predict.json",
+    "csl": "csl_predict.json",
+    "cluewsc2020": "cluewsc2020_predict.json",
+    "c3": "c311_predict.json",
+    "cmrc2018": "cmrc2018_predict.json",
+}
 GENERIC_EXTS = (".tsv", ".csv", ".jsonl", ".json", ".txt")
 
 
@@ -432,6 +520,7 @@ def _json_rows(path: Path, task: Task) -> Iterator[tuple[int, dict[str, Any]]]:
         roles["filter"] = task.row_filter[0]
     if task.desc_field:
         roles["desc"] = task.desc_field
+    roles["id"] = "id"
     for n, line in _open_lines(path):
         if not line.strip():
             continue
@@ -461,7 +550,59 @@ def iter_rows(path: Path, task: Task) -> Iterator[tuple[int, dict[str, Any]]]:
     fmt = format_of(path, task)
     if fmt == "jsonl":
         return _json_rows(path, task)
+    if fmt == WSC_FORMAT:
+        return _wsc_rows(path)
     return _table_rows(path, task, "," if fmt == "csv" else "\t")
+
+
+def mark_spans(text: str, spans: Sequence[tuple[int, str, str, str]]) -> str:
+    """``text`` with each (index, span text, open, close) span wrapped in its markers."""
+    for i, span, left, right in sorted(spans, reverse=True):  # the later span first
+        text = text[:i] + left + span + right + text[i + len(span) :]
+    return text
+
+
+def _wsc_span(path: Path, n: int, text: str, target: dict[str, Any], k: int) -> tuple[int, str]:
+    span = target.get(f"span{k}_text")
+    index = target.get(f"span{k}_index")
+    if not isinstance(span, str) or not span or not isinstance(index, int):
+        raise InputError(f"{path}: line {n}: target needs span{k}_text and span{k}_index")
+    if text[index : index + len(span)] != span:
+        raise InputError(
+            f"{path}: line {n}: span{k}_text {span!r} is not at span{k}_index {index} of the text"
+        )
+    return index, span
+
+
+def _wsc_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """CLUEWSC2020 rows: ``{"text", "target": {span1_text, span1_index, span2_text,
+    span2_index}, "label": "true"|"false", "id"?}`` as a pair: the text with the candidate
+    (span1) in ``_..._`` and the pronoun (span2) in ``[...]`` (the CLUE baseline's marks), and
+    "PRONOUN指的是CANDIDATE"."""
+    for n, line in _open_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: line {n}: invalid JSON ({exc.msg})") from exc
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise InputError(f"{path}: line {n}: expected a JSON object with a 'text'")
+        target = obj.get("target")
+        if not isinstance(target, dict):
+            raise InputError(f"{path}: line {n}: missing field 'target'")
+        text = obj["text"]
+        i1, s1 = _wsc_span(path, n, text, target, 1)
+        i2, s2 = _wsc_span(path, n, text, target, 2)
+        row = {
+            "text_a": mark_spans(text, [(i1, s1, "_", "_"), (i2, s2, "[", "]")]),
+            "text_b": f"{s2}指的是{s1}",
+        }
+        if obj.get("label") is not None:
+            row["label"] = obj["label"]
+        if obj.get("id") is not None:
+            row["id"] = obj["id"]
+        yield n, row
 
 
 # --------------------------------------------------------------------------- examples
@@ -532,7 +673,7 @@ def read_examples(
                 label = raw
         text_b = _text(row["text_b"]) if task.text_b else None
         desc = str(row["desc"]) if row.get("desc") not in (None, "") else None
-        out.append(Example(_text(row["text_a"]), text_b, label, n, desc))
+        out.append(Example(_text(row["text_a"]), text_b, label, n, desc, row.get("id")))
     if not out:
         raise InputError(f"{path}: empty (no rows)")
     return out

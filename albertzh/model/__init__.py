@@ -13,12 +13,16 @@ model.save_pretrained("run/model")
 
 from albertzh.model.albert import (
     AlbertClassifierOutput,
+    AlbertForMultipleChoice,
     AlbertForPreTraining,
+    AlbertForQuestionAnswering,
     AlbertForSequenceClassification,
     AlbertForTokenClassification,
     AlbertModel,
     AlbertModelOutput,
+    AlbertMultipleChoiceOutput,
     AlbertPretrainingOutput,
+    AlbertQuestionAnsweringOutput,
     AlbertTokenClassifierOutput,
 )
 from albertzh.model.config import PRESETS, AlbertConfig
@@ -30,18 +34,24 @@ HEAD_MODELS: dict[str, type] = {
     cls.hf_architecture: cls
     for cls in (AlbertForSequenceClassification, AlbertForTokenClassification)
 }
+HEAD_MODELS[AlbertForMultipleChoice.hf_architecture] = AlbertForMultipleChoice
+HEAD_MODELS[AlbertForQuestionAnswering.hf_architecture] = AlbertForQuestionAnswering
 
 __all__ = [
     "HEAD_MODELS",
     "PRESETS",
     "AlbertClassifierOutput",
     "AlbertConfig",
+    "AlbertForMultipleChoice",
     "AlbertForPreTraining",
+    "AlbertForQuestionAnswering",
     "AlbertForSequenceClassification",
     "AlbertForTokenClassification",
     "AlbertModel",
     "AlbertModelOutput",
+    "AlbertMultipleChoiceOutput",
     "AlbertPretrainingOutput",
+    "AlbertQuestionAnsweringOutput",
     "AlbertTokenClassifierOutput",
     "read_meta",
 ]

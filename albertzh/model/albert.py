@@ -2,7 +2,7 @@
 
 Module and parameter names are HuggingFace's, so ``state_dict()`` maps 1:1 onto
 ``transformers.AlbertForPreTraining`` / ``AlbertForSequenceClassification`` /
-``AlbertForTokenClassification`` keys. Shapes: B batch,
+``AlbertForTokenClassification`` / ``AlbertForMultipleChoice`` keys. Shapes: B batch,
 T tokens, E embedding width, H hidden width, nh heads, hd head width, P masked positions,
 V vocab, I intermediate width.
 """
@@ -62,6 +62,17 @@ class AlbertClassifierOutput:
 @dataclass
 class AlbertTokenClassifierOutput:
     logits: torch.Tensor  # [B, T, num_labels]
+
+
+@dataclass
+class AlbertMultipleChoiceOutput:
+    logits: torch.Tensor  # [B, C] one score per option
+
+
+@dataclass
+class AlbertQuestionAnsweringOutput:
+    start_logits: torch.Tensor  # [B, T]
+    end_logits: torch.Tensor  # [B, T]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,6 +502,95 @@ class AlbertForTokenClassification(AlbertPreTrainedModel):
         """Cross-entropy over the labelled tokens (label -100: [CLS], [SEP], padding, and every
         sub-token but a character's first), as HF's."""
         return F.cross_entropy(logits.flatten(0, 1), labels.long().flatten(), ignore_index=-100)
+
+
+class AlbertForMultipleChoice(AlbertPreTrainedModel):
+    """ALBERT scoring each option of a question: one [CLS] context [SEP] question+option [SEP]
+    sequence per option, a linear layer on its pooled [CLS] gives its score (HF's layout:
+    ``albert.*`` with the pooler, ``classifier.*`` with one output).
+
+    Padding options (questions with fewer options than the batch) have an all-zero attention
+    mask; :meth:`compute_loss` leaves them out of the softmax.
+    """
+
+    hf_architecture = "AlbertForMultipleChoice"
+    heads = ("classifier",)
+    input_axes = ("batch", "choice", "sequence")  # ONNX export: inputs are [B, C, T]
+
+    def __init__(self, config: AlbertConfig, *, init: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.albert = AlbertModel(config, init=False)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.dropout_p = config.classifier_dropout_prob
+        if init:
+            self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> AlbertMultipleChoiceOutput:
+        b, c, t = input_ids.shape  # [B, C, T]: C options per question
+
+        def flat(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.reshape(b * c, t)  # [B, C, T] -> [B*C, T]
+
+        out = self.albert(
+            flat(input_ids),
+            attention_mask=flat(attention_mask),
+            token_type_ids=flat(token_type_ids),
+        )
+        pooled = _dropout(out.pooler_output, self.dropout_p, self.training)  # [B*C, H]
+        return AlbertMultipleChoiceOutput(logits=self.classifier(pooled).view(b, c))  # [B, C]
+
+    def compute_loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, choice_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Cross-entropy over the real options (``choice_mask`` [B, C], True = a real option)."""
+        if choice_mask is not None:
+            logits = logits.masked_fill(~choice_mask.bool(), torch.finfo(logits.dtype).min)
+        return F.cross_entropy(logits, labels.long().view(-1))
+
+
+class AlbertForQuestionAnswering(AlbertPreTrainedModel):
+    """ALBERT with a linear layer giving every token a start and an end logit (span extraction).
+
+    No pooler and no dropout before ``qa_outputs``, as transformers' ``AlbertForQuestionAnswering``
+    (keys ``albert.*`` without ``albert.pooler.*``, and ``qa_outputs.*`` with two outputs).
+    """
+
+    hf_architecture = "AlbertForQuestionAnswering"
+    heads = ("qa_outputs",)
+    onnx_outputs = ("start_logits", "end_logits")
+
+    def __init__(self, config: AlbertConfig, *, init: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.albert = AlbertModel(config, init=False, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        if init:
+            self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> AlbertQuestionAnsweringOutput:
+        out = self.albert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        logits = self.qa_outputs(out.last_hidden_state)  # [B, T, 2]
+        start, end = logits.unbind(-1)  # [B, T] each
+        return AlbertQuestionAnsweringOutput(start.contiguous(), end.contiguous())
+
+    def compute_loss(
+        self, out: AlbertQuestionAnsweringOutput, starts: torch.Tensor, ends: torch.Tensor
+    ) -> torch.Tensor:
+        """The mean of the start and end cross-entropies (position 0, [CLS]: no answer here)."""
+        start = F.cross_entropy(out.start_logits.float(), starts.long())
+        end = F.cross_entropy(out.end_logits.float(), ends.long())
+        return (start + end) / 2
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,13 +43,17 @@ class _Graph:
                     attention_mask=attention_mask,
                     token_type_ids=token_type_ids,
                 )
+                if head == "classifier" and names != ("logits",):
+                    return tuple(getattr(out, n) for n in names)  # e.g. start/end logits
                 if head == "classifier":
                     return out.logits  # [B, num_labels]
                 return out.last_hidden_state, out.pooler_output  # [B, T, H], [B, H]
 
+        # A head names its outputs when they are not one "logits" (question answering).
+        names = tuple(getattr(model, "onnx_outputs", ("logits",)))
         self.module = Wrapper().eval()
         self.outputs = (
-            ["logits"] if head == "classifier" else ["last_hidden_state", "pooler_output"]
+            list(names) if head == "classifier" else ["last_hidden_state", "pooler_output"]
         )
 
 
@@ -66,6 +70,23 @@ def sample_inputs(vocab_size: int, batch: int = 2, seq: int = 16, seed: int = 0)
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
+def _has_choices(model: Any) -> bool:
+    """A head whose inputs are ``[batch, choice, sequence]`` says so (multiple choice)."""
+    return tuple(getattr(model, "input_axes", ())) == ("batch", "choice", "sequence")
+
+
+def model_inputs(model: Any, batch: int = 2, seq: int = 16, seed: int = 0) -> dict:
+    """:func:`sample_inputs` shaped for ``model``: ``[batch, 3 choices, seq]`` for a
+    multiple-choice head (the last choice of the last question is padding), else as is."""
+    if not _has_choices(model):
+        return sample_inputs(model.config.vocab_size, batch=batch, seq=seq, seed=seed)
+    flat = sample_inputs(model.config.vocab_size, batch=batch * 3, seq=seq, seed=seed)
+    out = {n: a.reshape(batch, 3, seq) for n, a in flat.items()}  # [B*3, T] -> [B, 3, T]
+    out["attention_mask"][:, :, :] = 1
+    out["attention_mask"][-1, -1, :] = 0
+    return out
+
+
 def export_onnx(model: Any, head: str, path: Path, opset: int = 18) -> list[str]:
     """Export ``model`` to a single .onnx file with dynamic batch and sequence axes."""
     import torch
@@ -73,11 +94,13 @@ def export_onnx(model: Any, head: str, path: Path, opset: int = 18) -> list[str]
     _require("onnx")
     _require("onnxscript")
     graph = _Graph(model, head)
-    ex = sample_inputs(model.config.vocab_size, batch=2, seq=8)
+    ex = model_inputs(model, batch=2, seq=8)
     args = tuple(torch.from_numpy(ex[n]) for n in INPUTS)
     batch = torch.export.Dim("batch")
     seq = torch.export.Dim("sequence", max=model.config.max_position_embeddings)
     shapes = {n: {0: batch, 1: seq} for n in INPUTS}
+    if _has_choices(model):  # [batch, choice, sequence]
+        shapes = {n: {0: batch, 1: torch.export.Dim("choice"), 2: seq} for n in INPUTS}
     # The exporter's own chatter (missing torchvision ops, opset notes) is not for our users.
     noisy = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript", "torch")]
     levels = [lg.level for lg in noisy]
@@ -220,5 +243,7 @@ def max_abs_diff(a: list[np.ndarray], b: list[np.ndarray], mask: np.ndarray) -> 
         d = np.abs(x - y)
         if d.ndim == 3:  # padded positions carry no meaning
             d = d[mask.astype(bool)]
+        elif d.ndim == 2 and mask.ndim == 3:  # [B, C] scores: nor do padding options
+            d = d[mask[:, :, 0].astype(bool)]
         diffs.append(float(d.max()))
     return max(diffs)

@@ -27,7 +27,7 @@ from albertzh import outputs
 from albertzh.config import PathOrURL, StageConfig
 from albertzh.console import Summary, progress
 from albertzh.data import tasks as T
-from albertzh.errors import ConfigError
+from albertzh.errors import ConfigError, InputError
 from albertzh.files import atomic_writer
 
 
@@ -48,6 +48,12 @@ class EvalConfig(StageConfig):
         "entities and tags).",
     )
     overwrite: bool = Field(False, description="Replace an existing --predictions file.")
+    submission: Path | None = Field(
+        None,
+        description="Also write the split's predictions as a CLUE leaderboard file into this "
+        "directory ({id, label} JSON lines under CLUE's name, e.g. tnews11_predict.json; "
+        "--overwrite replaces it).",
+    )
     shards: PathOrURL | None = Field(
         None,
         description="Instead of a task: MLM/SOP metrics of a pretrained model on these shards (a local path or a URL).",
@@ -68,6 +74,16 @@ class EvalConfig(StageConfig):
         description="NER: tokens between window starts for sentences longer than --max-seq-len "
         "(default: the finetune value, or half a window with --max-seq-len).",
     )
+    max_query_len: int | None = Field(
+        None,
+        ge=1,
+        description="Span extraction: question tokens kept (default: the finetune value).",
+    )
+    max_answer_len: int | None = Field(
+        None,
+        ge=1,
+        description="Span extraction: the longest answer in tokens (default: the finetune value).",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run the model.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Autocast precision; auto = fp32 on CPU, bf16/fp16 on GPU."
@@ -80,8 +96,24 @@ class EvalConfig(StageConfig):
                 raise ValueError("--shards excludes --task/--data-dir/--predictions")
         elif not self.task or self.data_dir is None:
             raise ValueError("--task and --data-dir are required (or --shards DIR)")
-        if self.doc_stride is not None and T.kind_of(self.task or "") != T.TOKEN_CLASSIFICATION:
-            raise ValueError("--doc-stride only applies to token classification (NER) tasks")
+        spans = T.kind_of(self.task or "") == T.SPAN_EXTRACTION
+        if (
+            self.doc_stride is not None
+            and T.kind_of(self.task or "") != T.TOKEN_CLASSIFICATION
+            and not spans
+        ):
+            raise ValueError(
+                "--doc-stride only applies to token classification (NER) and span extraction tasks"
+            )
+        if (self.max_query_len or self.max_answer_len) and not spans:
+            raise ValueError("--max-query-len/--max-answer-len only apply to span extraction tasks")
+        return self
+
+    @model_validator(mode="after")
+    def _check_submission(self) -> EvalConfig:
+        if self.submission is not None and self.task not in T.CLUE_SUBMISSION_FILES:
+            known = ", ".join(T.CLUE_SUBMISSION_FILES)
+            raise ValueError(f"--submission: task {self.task} has no CLUE file (tasks: {known})")
         return self
 
 
@@ -133,12 +165,41 @@ def _check_predictions(cfg: EvalConfig) -> None:
         outputs.check_file_output(cfg.predictions, overwrite=cfg.overwrite, flag="--predictions")
 
 
+def _submission_file(cfg: EvalConfig) -> Path | None:
+    """The CLUE file ``--submission`` writes, checked like --predictions (before any work)."""
+    if cfg.submission is None:
+        return None
+    inputs = {"--model": cfg.model, "--data-dir": cfg.data_dir}
+    outputs.check_apart(cfg.submission, inputs, flag="--submission")
+    if cfg.submission.exists() and not cfg.submission.is_dir():
+        raise InputError(f"{cfg.submission}: --submission is a file; give a directory")
+    file = cfg.submission / T.CLUE_SUBMISSION_FILES[cfg.task or ""]
+    outputs.check_file_output(file, overwrite=cfg.overwrite, flag="--submission")
+    return file
+
+
+def write_submission(file: Path, path: Path, rows: list[tuple[Any, int, dict[str, Any]]]) -> None:
+    """CLUE's ``{"id", "label"}`` lines from (id, line, prediction) rows; every row needs an id."""
+    missing = next((line for rid, line, _ in rows if rid is None), None)
+    if missing is not None:
+        raise InputError(
+            f"{path}: line {missing}: no 'id' field (--submission needs the ids CLUE test "
+            "files carry)"
+        )
+    records = [
+        {"id": rid, "label": rec["label"], **{k: rec[k] for k in ("label_desc",) if k in rec}}
+        for rid, _, rec in rows
+    ]
+    write_predictions(file, records)
+
+
 def run_classification(cfg: EvalConfig) -> EvalSummary:
     """A sentence(-pair) classifier or regressor on a split."""
     from albertzh.train.inference import load_classifier
 
     t0 = time.perf_counter()
     _check_predictions(cfg)
+    submission = _submission_file(cfg)
     clf = load_classifier(
         cfg.model, device=cfg.device, precision=cfg.precision, max_seq_len=cfg.max_seq_len
     )
@@ -165,10 +226,17 @@ def run_classification(cfg: EvalConfig) -> EvalSummary:
         figures.update({k: round(float(v), 6) for k, v in m.items()})
     if cfg.predictions is not None:
         records = [
-            {"line": e.line, **rec} for e, rec in zip(examples, clf.records(logits), strict=True)
+            {"line": e.line, **({"id": e.id} if e.id is not None else {}), **rec}
+            for e, rec in zip(examples, clf.records(logits), strict=True)
         ]
         write_predictions(cfg.predictions, records)
         figures["predictions"] = str(cfg.predictions)
+    if submission is not None:
+        recs = clf.records(logits)
+        write_submission(
+            submission, path, [(e.id, e.line, r) for e, r in zip(examples, recs, strict=True)]
+        )
+        figures["submission"] = str(submission)
     figures["seconds"] = round(time.perf_counter() - t0, 2)
     return EvalSummary("eval", figures, details)
 
@@ -220,10 +288,111 @@ def run_tokens(cfg: EvalConfig) -> EvalSummary:
     return EvalSummary("eval", figures, details)
 
 
+def run_choice(cfg: EvalConfig) -> EvalSummary:
+    """A multiple-choice model on a split: accuracy (and loss) over the questions."""
+    from albertzh.data import choice
+    from albertzh.train.choice import load_chooser, record, score
+
+    t0 = time.perf_counter()
+    _check_predictions(cfg)
+    submission = _submission_file(cfg)
+    chooser = load_chooser(
+        cfg.model, device=cfg.device, precision=cfg.precision, max_seq_len=cfg.max_seq_len
+    )
+    task = T.get_task(cfg.task or "")
+    path = T.split_file(task, cfg.data_dir, cfg.split)
+    examples = choice.read_choices(path, task.fmt)
+    with progress(f"eval {task.name}/{cfg.split}", total=len(examples)) as bar:
+        logits = chooser.logits(examples, cfg.batch_size, bar=bar)
+    labelled = examples[0].label is not None
+    figures: dict[str, Any] = {
+        "task": task.name,
+        "split": cfg.split,
+        "file": str(path),
+        "rows": len(examples),
+        "labelled": labelled,
+    }
+    if labelled:
+        figures.update({k: round(v, 6) for k, v in score(examples, logits).items()})
+    if cfg.predictions is not None:
+        records = [
+            {"id": e.id, **record(e, lg), **({"gold": e.label} if labelled else {})}
+            for e, lg in zip(examples, logits, strict=True)
+        ]
+        write_predictions(cfg.predictions, records)
+        figures["predictions"] = str(cfg.predictions)
+    if submission is not None:
+        picks = [(e.id, e.line, record(e, lg)) for e, lg in zip(examples, logits, strict=True)]
+        write_submission(submission, path, picks)
+        figures["submission"] = str(submission)
+    figures["seconds"] = round(time.perf_counter() - t0, 2)
+    return EvalSummary("eval", figures, {})
+
+
+def run_spans(cfg: EvalConfig) -> EvalSummary:
+    """A span extractor on a split: CMRC 2018 EM and F1 over the questions."""
+    from albertzh.data import squad
+    from albertzh.train.spans import load_reader, score
+
+    t0 = time.perf_counter()
+    _check_predictions(cfg)
+    submission = _submission_file(cfg)
+    reader = load_reader(
+        cfg.model,
+        device=cfg.device,
+        precision=cfg.precision,
+        max_seq_len=cfg.max_seq_len,
+        doc_stride=cfg.doc_stride,
+        max_query_len=cfg.max_query_len,
+        max_answer_len=cfg.max_answer_len,
+    )
+    task = T.get_task(cfg.task or "")
+    path = T.split_file(task, cfg.data_dir, cfg.split)
+    examples = squad.read_squad(path)
+    feats = reader.features(examples)
+    with progress(f"eval {task.name}/{cfg.split}", total=len(feats)) as bar:
+        preds = reader.predict(feats, examples, cfg.batch_size, bar=bar)
+    labelled = any(e.answers is not None for e in examples)
+    figures: dict[str, Any] = {
+        "task": task.name,
+        "split": cfg.split,
+        "file": str(path),
+        "rows": len(examples),
+        "windows": len(feats),
+        "labelled": labelled,
+    }
+    if labelled:
+        m = score(examples, preds)
+        figures.update({k: round(float(v), 6) if isinstance(v, float) else v for k, v in m.items()})
+    if cfg.predictions is not None:
+        records = [
+            {"id": e.qid, "answer": p.text, "start": p.start, "score": round(p.score, 6)}
+            if p is not None
+            else {"id": e.qid, "answer": "", "start": -1, "score": None}
+            for e, p in zip(examples, preds, strict=True)
+        ]
+        write_predictions(cfg.predictions, records)
+        figures["predictions"] = str(cfg.predictions)
+    if submission is not None:
+        # CMRC 2018's leaderboard file: one JSON object {question_id: answer text} ("" when
+        # no window gave an answer).
+        answers = {
+            e.qid: (p.text if p is not None else "") for e, p in zip(examples, preds, strict=True)
+        }
+        submission.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_writer(submission) as f:
+            f.write(json.dumps(answers, ensure_ascii=False, indent=1) + "\n")
+        figures["submission"] = str(submission)
+    figures["seconds"] = round(time.perf_counter() - t0, 2)
+    return EvalSummary("eval", figures, {})
+
+
 # How each kind of task is evaluated (the kinds of albertzh.data.tasks.KINDS).
 RUNNERS: dict[str, Callable[[EvalConfig], EvalSummary]] = {
     T.CLASSIFICATION: run_classification,
     T.TOKEN_CLASSIFICATION: run_tokens,
+    T.MULTIPLE_CHOICE: run_choice,
+    T.SPAN_EXTRACTION: run_spans,
 }
 
 

@@ -7,7 +7,8 @@ needs. The graph takes ``input_ids``, ``attention_mask`` and ``token_type_ids`` 
 sequence]``, both axes dynamic) and returns ``logits`` for a finetuned head (``[batch,
 num_labels]`` for a sequence classifier, ``[batch, sequence, num_labels]`` for a token classifier),
 or ``last_hidden_state`` and ``pooler_output`` with ``--head none``; with ``--quantize int8``
-``model.onnx`` is the quantized graph. torch.onnx's exporter writes the shared ALBERT weights
+``model.onnx`` is the quantized graph. A multiple-choice head takes ``[batch, choice,
+sequence]`` inputs and returns ``logits`` ``[batch, choice]``. torch.onnx's exporter writes the shared ALBERT weights
 once; before quantizing, weight transposes and the fused QKV concatenation are folded into
 constants (deduplicated, so a layer shared by all L applications is still stored once) --
 onnxruntime quantizes only MatMuls whose weight is a constant.
@@ -33,9 +34,9 @@ from albertzh.errors import InputError, ModelDirError
 from albertzh.model.onnx import (
     export_onnx,
     max_abs_diff,
+    model_inputs,
     ort_session,
     quantize_int8,
-    sample_inputs,
     torch_outputs,
 )
 
@@ -180,7 +181,7 @@ def _export(cfg: ExportConfig, out: Path, created: bool) -> Summary:
                 quantize_int8(fp32, final)
             figures["export_seconds"] = round(time.perf_counter() - t0, 2)
             if cfg.verify:
-                feeds = sample_inputs(model.config.vocab_size, batch=3, seq=24, seed=1)
+                feeds = model_inputs(model, batch=3, seq=24, seed=1)
                 want = torch_outputs(model, head, feeds)
                 got = ort_session(final).run(None, feeds)
                 diff = max_abs_diff(want, got, feeds["attention_mask"])

@@ -67,7 +67,24 @@ class FinetuneConfig(tr.TrainConfig):
         None,
         ge=1,
         description="NER: tokens between the starts of the overlapping windows a sentence longer "
-        "than --max-seq-len is read in (default: half a window).",
+        "than --max-seq-len is read in (default: half a window); span extraction: the same for "
+        "a context.",
+    )
+    max_query_len: int | None = Field(
+        None,
+        ge=1,
+        description="Span extraction: keep at most this many question tokens (default 64).",
+    )
+    max_answer_len: int | None = Field(
+        None,
+        ge=1,
+        description="Span extraction: the longest answer (tokens) dev scoring and eval/predict "
+        "pick (default 30).",
+    )
+    skip_bad_answers: bool = Field(
+        False,
+        description="Span extraction: leave out training questions whose answer is not at its "
+        "answer_start (counted in the summary) instead of stopping.",
     )
     tag_scheme: Literal["auto", "bio", "bioes"] = Field(
         "auto",
@@ -114,13 +131,20 @@ class FinetuneConfig(tr.TrainConfig):
         known = T.task_names()
         if self.task not in known:
             raise ValueError(f"--task: unknown task {self.task!r} (known: {', '.join(known)})")
-        if T.kind_of(self.task) != T.TOKEN_CLASSIFICATION:
-            for flag, given in (
-                ("--doc-stride", self.doc_stride is not None),
-                ("--tag-scheme", self.tag_scheme != "auto"),
-            ):
-                if given:
-                    raise ValueError(f"{flag} only applies to token classification (NER) tasks")
+        kind = T.kind_of(self.task)
+        if kind not in (T.TOKEN_CLASSIFICATION, T.SPAN_EXTRACTION) and self.doc_stride is not None:
+            raise ValueError(
+                "--doc-stride only applies to token classification (NER) and span extraction tasks"
+            )
+        if kind != T.TOKEN_CLASSIFICATION and self.tag_scheme != "auto":
+            raise ValueError("--tag-scheme only applies to token classification (NER) tasks")
+        for flag, given in (
+            ("--max-query-len", self.max_query_len is not None),
+            ("--max-answer-len", self.max_answer_len is not None),
+            ("--skip-bad-answers", self.skip_bad_answers),
+        ):
+            if given and kind != T.SPAN_EXTRACTION:
+                raise ValueError(f"{flag} only applies to span extraction tasks")
         return self
 
 

@@ -6,7 +6,11 @@ architecture in its config.json):
 - a classifier: a sentence or an ``a<TAB>b`` pair -> ``{"label", "probabilities"}`` (or
   ``{"score"}`` for regression);
 - a token classifier (NER): the whole line is the text -> ``{"entities": [{"type", "text",
-  "start", "end"}]}``, character offsets into the line, ``end`` exclusive.
+  "start", "end"}]}``, character offsets into the line, ``end`` exclusive;
+- a multiple-choice model: a JSON line ``{"context", "question", "choices": [...]}`` ->
+  ``{"label": index, "answer": text, "probabilities": [...], "scores": [...]}`` (one per option);
+- a span extractor (question answering): a JSON line ``{"question", "context"}`` ->
+  ``{"text", "start", "score"}``, ``start`` a character offset into the context.
 
 The batched inference itself is :mod:`albertzh.train.inference` (classifiers) and
 :mod:`albertzh.train.tagging` (token classifiers), shared with ``eval`` and ``finetune``.
@@ -42,8 +46,9 @@ class PredictConfig(StageConfig):
 
     input: str = Field(
         "-",
-        description="Text file with one sentence (or a<TAB>b pair; NER: one text) per line; "
-        "'-' = stdin.",
+        description="Text file with one sentence (or a<TAB>b pair; NER: one text; question "
+        'answering: a JSON object {"question", "context"}; multiple choice: a JSON object '
+        '{"context", "question", "choices"}) per line; \'-\' = stdin.',
         json_schema_extra={"argument": True},
     )
     model: Path = Field(..., description="Finetuned model directory (output of finetune).")
@@ -65,6 +70,16 @@ class PredictConfig(StageConfig):
         ge=1,
         description="NER: tokens between window starts for lines longer than --max-seq-len "
         "(default: the finetune value, or half a window with --max-seq-len).",
+    )
+    max_query_len: int | None = Field(
+        None,
+        ge=1,
+        description="Span extraction: question tokens kept (default: the finetune value).",
+    )
+    max_answer_len: int | None = Field(
+        None,
+        ge=1,
+        description="Span extraction: the longest answer in tokens (default: the finetune value).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to run the model.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -181,11 +196,111 @@ def _tagger(cfg: PredictConfig) -> Predictor:
     return stream, tagger.labels
 
 
+def predict_choices(
+    chooser: Any,
+    lines: Iterable[str],
+    out: TextIO,
+    batch_size: int,
+    with_text: bool = False,
+    source: str = "<stdin>",
+) -> int:
+    """Multiple choice: one JSON line in (``{"context", "question", "choices"}``), the pick and
+    every option's score out, in order, flushing after each batch."""
+    from albertzh.data.choice import parse_question
+    from albertzh.train.choice import record
+
+    rows = 0
+    for chunk in _chunks(lines, batch_size):
+        examples = [
+            parse_question(line, f"{source}: line {rows + k + 1}") for k, line in enumerate(chunk)
+        ]
+        for e, scores in zip(examples, chooser.logits(examples, batch_size), strict=True):
+            rec = {"id": e.id} if e.id else {}
+            if with_text:
+                rec.update(context=e.context, question=e.question, choices=list(e.choices))
+            out.write(json.dumps({**rec, **record(e, scores)}, ensure_ascii=False) + "\n")
+        out.flush()
+        rows += len(chunk)
+    return rows
+
+
+def _chooser(cfg: PredictConfig) -> Predictor:
+    from albertzh.train.choice import load_chooser
+
+    if cfg.doc_stride is not None:
+        raise ConfigError("--doc-stride only applies to token classification (NER) models")
+    chooser = load_chooser(
+        cfg.model, device=cfg.device, precision=cfg.precision, max_seq_len=cfg.max_seq_len
+    )
+    source = "<stdin>" if cfg.input == "-" else cfg.input
+    stream = partial(
+        predict_choices,
+        chooser,
+        batch_size=cfg.batch_size,
+        with_text=cfg.with_text,
+        source=source,
+    )
+    return stream, "options"
+
+
+def predict_answers(
+    reader: Any,
+    lines: Iterable[str],
+    out: TextIO,
+    batch_size: int,
+    with_text: bool = False,
+    source: str = "<stdin>",
+) -> int:
+    """Span extraction: one JSON line in (``{"question", "context"}``), the best answer out as
+    ``{"text", "start", "score"}`` (``start`` a character offset into the context; no answer:
+    text "", start -1), in order, flushing after each batch."""
+    from albertzh.data.squad import parse_question
+
+    rows = 0
+    for chunk in _chunks(lines, batch_size):
+        examples = [
+            parse_question(line, f"{source}: line {rows + k + 1}") for k, line in enumerate(chunk)
+        ]
+        for e, p in zip(examples, reader.answers(examples, batch_size), strict=True):
+            rec: dict[str, Any] = {"id": e.qid} if e.qid else {}
+            if with_text:
+                rec.update(question=e.question, context=e.context)
+            if p is None:
+                rec.update(text="", start=-1, score=None)
+            else:
+                rec.update(text=p.text, start=p.start, score=round(p.score, 6))
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        out.flush()
+        rows += len(chunk)
+    return rows
+
+
+def _reader(cfg: PredictConfig) -> Predictor:
+    from albertzh.train.spans import load_reader
+
+    reader = load_reader(
+        cfg.model,
+        device=cfg.device,
+        precision=cfg.precision,
+        max_seq_len=cfg.max_seq_len,
+        doc_stride=cfg.doc_stride,
+        max_query_len=cfg.max_query_len,
+        max_answer_len=cfg.max_answer_len,
+    )
+    source = "<stdin>" if cfg.input == "-" else cfg.input
+    stream = partial(
+        predict_answers, reader, batch_size=cfg.batch_size, with_text=cfg.with_text, source=source
+    )
+    return stream, "spans"
+
+
 # How each kind of finetuned model predicts (a dir of no known kind goes to the classifier,
 # which says what it is not).
 PREDICTORS: dict[str, Callable[[PredictConfig], Predictor]] = {
     T.CLASSIFICATION: _classifier,
     T.TOKEN_CLASSIFICATION: _tagger,
+    T.MULTIPLE_CHOICE: _chooser,
+    T.SPAN_EXTRACTION: _reader,
 }
 
 

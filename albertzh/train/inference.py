@@ -155,6 +155,45 @@ def read_model_info(model_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return cfg, meta
 
 
+@dataclass
+class LoadedHead:
+    """A finetuned head model, on its device in eval mode, with its model dir's files."""
+
+    model: Any
+    config: dict[str, Any]  # config.json
+    meta: dict[str, Any]  # albertzh.json ({} for a plain HF directory)
+    device: Any
+    precision: str
+
+
+def load_head_model(
+    model_dir: Path,
+    model_class: Any,
+    *,
+    what: str,
+    hint: str,
+    device: str = "auto",
+    precision: str = "auto",
+) -> LoadedHead:
+    """Load ``model_dir`` as ``model_class`` (its config.json must name that architecture, and
+    the head must be trained, not freshly initialised): one error line otherwise, e.g. ``...: a
+    AlbertForSequenceClassification model, not a {what} ({hint})``."""
+    from albertzh.model.io import require_trained_heads
+    from albertzh.train.loop import resolve_device, resolve_precision
+
+    model_dir = Path(model_dir)
+    cfg, meta = read_model_info(model_dir)
+    archs = cfg.get("architectures") or []
+    if model_class.hf_architecture not in archs:
+        found = f"a {archs[0]} model" if archs else "no finetuned head"
+        raise ModelDirError(f"{model_dir / 'config.json'}: {found}, not a {what} ({hint})")
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    model = model_class.from_pretrained(model_dir)
+    require_trained_heads(model, model_dir)
+    return LoadedHead(model.to(dev).eval(), cfg, meta, dev, prec)
+
+
 def load_classifier(
     model_dir: Path,
     *,

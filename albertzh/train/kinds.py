@@ -239,6 +239,24 @@ def _kinds() -> dict[str, TaskKind]:
 KINDS: dict[str, TaskKind] = _kinds()
 
 
+def _register_choice() -> None:
+    from albertzh.train.choice import MultipleChoiceKind
+
+    KINDS[T.MULTIPLE_CHOICE] = MultipleChoiceKind()
+
+
+_register_choice()
+
+
+def _register_spans() -> None:
+    from albertzh.train.spans import SpanExtractionKind
+
+    KINDS[T.SPAN_EXTRACTION] = SpanExtractionKind()
+
+
+_register_spans()
+
+
 def kind_of_task(task: T.Task) -> TaskKind:
     """The kind that finetunes ``task``."""
     return KINDS[task.kind]

@@ -21,7 +21,7 @@ import numpy as np
 
 from albertzh.data import ner
 from albertzh.data import tasks as T
-from albertzh.errors import ConfigError, ModelDirError
+from albertzh.errors import ConfigError
 
 ARCHITECTURE = "AlbertForTokenClassification"
 
@@ -319,28 +319,21 @@ def load_tagger(
 ) -> Tagger:
     """Load a finetuned token classifier (config.json with id2label, weights, tokenizer)."""
     from albertzh.model import AlbertForTokenClassification
-    from albertzh.model.io import require_trained_heads
     from albertzh.tokenizer import load_tokenizer
-    from albertzh.train.inference import DEFAULT_MAX_SEQ_LEN, read_model_info
-    from albertzh.train.loop import resolve_device, resolve_precision
+    from albertzh.train.inference import DEFAULT_MAX_SEQ_LEN, load_head_model
 
     model_dir = Path(model_dir)
-    cfg, meta = read_model_info(model_dir)
-    archs = cfg.get("architectures") or []
-    if ARCHITECTURE not in archs:
-        what = f"a {archs[0]} model" if archs else "no finetuned head"
-        raise ModelDirError(
-            f"{model_dir / 'config.json'}: {what}, not a finetuned token classifier (finetune "
-            "it on a token classification task such as msra_ner first)"
-        )
-    id2label = cfg.get("id2label") or {}
+    head = load_head_model(
+        model_dir,
+        AlbertForTokenClassification,
+        what="finetuned token classifier",
+        hint="finetune it on a token classification task such as msra_ner first",
+        device=device,
+        precision=precision,
+    )
+    model, meta, dev, prec = head.model, head.meta, head.device, head.precision
+    id2label = head.config.get("id2label") or {}
     labels = [str(id2label[str(i)]) for i in range(len(id2label))]
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    model = AlbertForTokenClassification.from_pretrained(model_dir)
-    require_trained_heads(model, model_dir)
-    model = model.to(dev)
-    model.eval()
     seq = max_seq_len or int(meta.get("max_seq_len") or DEFAULT_MAX_SEQ_LEN)
     limit = model.config.max_position_embeddings
     if seq > limit:
