@@ -7,10 +7,12 @@ command = stage_command(
     "finetune",
     FinetuneConfig,
     run,
-    help="Finetune a pretrained ALBERT dir on a classification or NER task; the output dir is "
-    "the best dev model (loadable by transformers.AlbertForSequenceClassification, or "
-    "AlbertForTokenClassification for NER) plus metrics.json.",
+    help="Finetune a pretrained ALBERT dir on a sentence classification, NER, span extraction "
+    "or multiple-choice task; the output dir is the best dev model (loadable by transformers' "
+    "AlbertForSequenceClassification, AlbertForTokenClassification, AlbertForQuestionAnswering "
+    "or AlbertForMultipleChoice) plus metrics.json.",
     epilog="Runs unchanged under torchrun (DDP). Example: albertzh finetune --task chnsenticorp "
     "--model runs/pretrain --data-dir data/chnsenticorp -o runs/senti; NER: --task msra_ner "
-    "--data-dir data/msra_ner (entity-level F1 picks the best model).",
+    "(entity-level F1 picks the best model); reading comprehension: --task cmrc2018 (F1); "
+    "multiple choice: --task c3 (accuracy).",
 )
