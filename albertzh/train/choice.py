@@ -228,20 +228,18 @@ class MultipleChoiceKind:
         world: int = 1,
     ) -> dict[str, Any]:
         """Under DDP each rank scores every world-th question and the scores are gathered."""
-        from albertzh.train.loop import all_gather_objects, unwrap_model
+        from albertzh.train.kinds import scores_by_row
 
-        idx = list(range(rank, len(rows), world))
-        part = choice_logits(
-            unwrap_model(model),
-            [rows.encoded[i] for i in idx],
+        full = scores_by_row(
+            choice_logits,
+            model,
+            rows,
             pad_id=pad_id,
             batch_size=batch_size,
             precision=precision,
+            rank=rank,
+            world=world,
         )
-        full: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(rows)
-        for part_idx, logits in all_gather_objects((idx, part)):
-            for i, lg in zip(part_idx, logits, strict=True):
-                full[i] = lg
         return score(examples, full)
 
     def describe(self, task: T.Task, train: list, dev: list | None) -> dict[str, Any]:

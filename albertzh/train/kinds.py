@@ -202,22 +202,18 @@ class ClassificationKind:
     ) -> dict[str, Any]:
         """Under DDP each rank scores every world-th row and the logits are gathered."""
         from albertzh.train.inference import predict_logits
-        from albertzh.train.loop import all_gather_objects, unwrap_model
 
-        idx = list(range(rank, len(rows), world))
-        logits = predict_logits(
-            unwrap_model(model),
-            [rows.encoded[i] for i in idx],
+        per_row = scores_by_row(
+            predict_logits,
+            model,
+            rows,
             pad_id=pad_id,
             batch_size=batch_size,
             precision=precision,
+            rank=rank,
+            world=world,
         )
-        full = None
-        for part_idx, part in all_gather_objects((idx, logits)):
-            if full is None:
-                full = np.zeros((len(rows), part.shape[-1]), dtype=np.float32)
-            full[part_idx] = part
-        assert full is not None
+        full = np.stack(per_row).astype(np.float32, copy=False)
         return T.score_logits(full, examples, list(task.labels or ()), task.regression)
 
     def describe(self, task: T.Task, train: list, dev: list | None) -> dict[str, Any]:
@@ -225,6 +221,36 @@ class ClassificationKind:
 
     def meta(self, task: T.Task, train: list, cfg: Any) -> dict[str, Any]:
         return {"label_desc": T.label_descriptions(train) or None}
+
+
+def scores_by_row(
+    scorer: Any,
+    model: Any,
+    rows: Any,
+    *,
+    pad_id: int,
+    batch_size: int,
+    precision: str,
+    rank: int = 0,
+    world: int = 1,
+) -> list[Any]:
+    """``scorer`` (``predict_logits`` or a kind's own) over ``rows.encoded``, one result per
+    row in row order: under DDP each rank scores every world-th row and every rank gets all."""
+    from albertzh.train.loop import all_gather_objects, unwrap_model
+
+    idx = list(range(rank, len(rows), world))
+    part = scorer(
+        unwrap_model(model),
+        [rows.encoded[i] for i in idx],
+        pad_id=pad_id,
+        batch_size=batch_size,
+        precision=precision,
+    )
+    full: list[Any] = [None] * len(rows)
+    for part_idx, scores in all_gather_objects((idx, part)):
+        for i, row_scores in zip(part_idx, scores, strict=True):
+            full[i] = row_scores
+    return full
 
 
 # --------------------------------------------------------------------------- the registry

@@ -215,21 +215,23 @@ class SpanExtractionKind:
         world: int = 1,
     ) -> dict[str, Any]:
         """Under DDP each rank reads every world-th window and the logits are gathered."""
-        from albertzh.train.loop import all_gather_objects, unwrap_model
+        from albertzh.train.kinds import scores_by_row
 
-        idx = list(range(rank, len(rows), world))
-        part = span_logits(
-            unwrap_model(model),
-            [rows.encoded[i] for i in idx],
+        def pairs(m: Any, encoded: list, **kw: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+            return list(zip(*span_logits(m, encoded, **kw), strict=True))
+
+        per_window = scores_by_row(
+            pairs,
+            model,
+            rows,
             pad_id=pad_id,
             batch_size=batch_size,
             precision=precision,
+            rank=rank,
+            world=world,
         )
-        starts: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(rows)
-        ends = list(starts)
-        for part_idx, (s, e) in all_gather_objects((idx, part)):
-            for i, si, ei in zip(part_idx, s, e, strict=True):
-                starts[i], ends[i] = si, ei
+        starts = [s for s, _ in per_window]
+        ends = [e for _, e in per_window]
         max_answer_len = rows.max_answer_len or DEFAULT_MAX_ANSWER_LEN
         preds = squad.best_spans(rows, examples, starts, ends, max_answer_len)
         m = score(examples, preds)

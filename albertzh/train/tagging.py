@@ -245,20 +245,18 @@ class TokenClassificationKind:
         world: int = 1,
     ) -> dict[str, Any]:
         """Under DDP each rank reads every world-th window and the logits are gathered."""
-        from albertzh.train.loop import all_gather_objects, unwrap_model
+        from albertzh.train.kinds import scores_by_row
 
-        idx = list(range(rank, len(rows), world))
-        part = window_logits(
-            unwrap_model(model),
-            [rows.encoded[i] for i in idx],
+        full = scores_by_row(
+            window_logits,
+            model,
+            rows,
             pad_id=pad_id,
             batch_size=batch_size,
             precision=precision,
+            rank=rank,
+            world=world,
         )
-        full: list[np.ndarray] = [np.zeros((0, 0), dtype=np.float32)] * len(rows)
-        for part_idx, logits in all_gather_objects((idx, part)):
-            for i, lg in zip(part_idx, logits, strict=True):
-                full[i] = lg
         return score(examples, unit_logits(rows, full), list(task.labels or ()))
 
     def describe(self, task: T.Task, train: list, dev: list | None) -> dict[str, Any]:
