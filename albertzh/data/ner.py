@@ -93,6 +93,7 @@ class TaggedExample:
     units: tuple[str, ...]
     tags: tuple[str, ...] | None
     line: int
+    id: Any = None  # the row's "id" field where the file has one (CLUENER test files), as given
 
     @property
     def text(self) -> str:
@@ -114,6 +115,7 @@ class RawRow:
     tags: tuple[str, ...] | None
     spans: tuple[tuple[str, int, int], ...] | None
     line: int
+    id: Any = None
 
 
 def _units(value: Any, fmt: str, where: str, field: str) -> tuple[str, ...]:
@@ -208,7 +210,7 @@ def read_rows(task: T.Task, path: Path, *, require_labels: bool = False) -> list
                 spans = _spans(value, units, where)
             else:
                 tags = _tags(value, len(units), where)
-        out.append(RawRow(units, tags, spans, n))
+        out.append(RawRow(units, tags, spans, n, row.get("id")))
     if not out:
         raise InputError(f"{path}: empty (no rows)")
     return out
@@ -283,7 +285,7 @@ def to_examples(rows: Sequence[RawRow], labels: Sequence[str], path: Path) -> li
                     f"{path}: line {row.line}: unknown tag {tag!r} (character {k + 1}; "
                     f"expected one of {shown})"
                 )
-        out.append(TaggedExample(row.units, tags, row.line))
+        out.append(TaggedExample(row.units, tags, row.line, row.id))
     return out
 
 
@@ -460,6 +462,15 @@ def entities(example: TaggedExample, tags: Sequence[str]) -> list[dict[str, Any]
         {"type": kind, "text": text[at[s] : at[e]], "start": at[s], "end": at[e]}
         for kind, s, e in entity_spans(tags)
     ]
+
+
+def clue_label(found: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[list[int]]]]:
+    """CLUENER's ``{TYPE: {entity text: [[start, end], ...]}}`` (end inclusive) from
+    :func:`entities` records (end exclusive)."""
+    out: dict[str, dict[str, list[list[int]]]] = {}
+    for e in found:
+        out.setdefault(e["type"], {}).setdefault(e["text"], []).append([e["start"], e["end"] - 1])
+    return out
 
 
 def _prf(correct: int, predicted: int, gold: int) -> dict[str, float]:

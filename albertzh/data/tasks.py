@@ -335,6 +335,7 @@ CLUE_SUBMISSION_FILES: dict[str, str] = {
     "cluewsc2020": "cluewsc2020_predict.json",
     "c3": "c311_predict.json",
     "cmrc2018": "cmrc2018_predict.json",
+    "cluener": "cluener_predict.json",
 }
 GENERIC_EXTS = (".tsv", ".csv", ".jsonl", ".json", ".txt")
 

@@ -248,6 +248,7 @@ def run_tokens(cfg: EvalConfig) -> EvalSummary:
 
     t0 = time.perf_counter()
     _check_predictions(cfg)
+    submission = _submission_file(cfg)
     tagger = load_tagger(
         cfg.model,
         device=cfg.device,
@@ -276,14 +277,22 @@ def run_tokens(cfg: EvalConfig) -> EvalSummary:
         details["per_type"] = m.pop("per_type")
         figures.update({k: round(float(v), 6) if isinstance(v, float) else v for k, v in m.items()})
         figures["gold_tag_violations"] = ner.tag_violations([e.tags for e in examples])
-    if cfg.predictions is not None:
+    if cfg.predictions is not None or submission is not None:
         tags = decode(per_sentence, tagger.labels)
+        found = [ner.entities(e, t) for e, t in zip(examples, tags, strict=True)]
+    if cfg.predictions is not None:
         records = [
-            {"line": e.line, "entities": ner.entities(e, t), "tags": t}
-            for e, t in zip(examples, tags, strict=True)
+            {**({"id": e.id} if e.id is not None else {}), "line": e.line, "entities": f, "tags": t}
+            for e, f, t in zip(examples, found, tags, strict=True)
         ]
         write_predictions(cfg.predictions, records)
         figures["predictions"] = str(cfg.predictions)
+    if submission is not None:
+        labels = [{"label": ner.clue_label(f)} for f in found]
+        write_submission(
+            submission, path, [(e.id, e.line, r) for e, r in zip(examples, labels, strict=True)]
+        )
+        figures["submission"] = str(submission)
     figures["seconds"] = round(time.perf_counter() - t0, 2)
     return EvalSummary("eval", figures, details)
 

@@ -172,5 +172,6 @@ def test_every_clue_task_has_its_file_name() -> None:
         "cluewsc2020": "cluewsc2020_predict.json",
         "c3": "c311_predict.json",
         "cmrc2018": "cmrc2018_predict.json",
+        "cluener": "cluener_predict.json",
     }
     assert set(T.CLUE_SUBMISSION_FILES) <= set(T.TASKS)

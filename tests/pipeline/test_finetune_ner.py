@@ -357,3 +357,37 @@ def test_torchrun_ddp_two_processes_score_dev_across_ranks(run: dict, tmp_path: 
     e = invoke("eval", "--task", "msra_ner", "--model", out, "--data-dir", run["data"], "--json")
     assert e.exit_code == 0, e.output
     assert json.loads(e.stdout)["f1"] == pytest.approx(summary["best_dev_f1"], abs=1e-6)
+
+
+def test_cluener_submission_keeps_the_test_files_ids(run: dict, tmp_path: Path) -> None:
+    data = make_ner_data(tmp_path / "json", fmt="json", seed=3)
+    texts = ["张明在北京说", "新华社报道上海", "今天"]
+    rows = [{"id": i * 7, "text": t} for i, t in enumerate(texts)]
+    (data / "test.json").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
+    sub, preds = tmp_path / "sub", tmp_path / "preds.jsonl"
+    r = invoke(
+        "eval", "--task", "cluener", "--model", run["out"], "--data-dir", data, "--split",
+        "test", "--submission", sub, "--predictions", preds, "--device", "cpu", "--json",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["submission"] == str(sub / "cluener_predict.json")
+    got = [json.loads(x) for x in (sub / "cluener_predict.json").read_text("utf-8").splitlines()]
+    recs = [json.loads(x) for x in preds.read_text("utf-8").splitlines()]
+    assert [g["id"] for g in got] == [0, 7, 14] == [p["id"] for p in recs]
+    for g, p, text in zip(got, recs, texts, strict=True):
+        spans = sorted(
+            (kind, s, e + 1) for kind, ents in g["label"].items()
+            for name, places in ents.items() for s, e in places if text[s : e + 1] == name
+        )  # fmt: skip
+        assert spans == sorted((e["type"], e["start"], e["end"]) for e in p["entities"])
+    assert any(g["label"] for g in got)  # the model finds entities in these sentences
+    # A test row without an id: one line, nothing written.
+    (data / "test.json").write_text('{"text": "张明"}\n', encoding="utf-8")
+    bad = invoke(
+        "eval", "--task", "cluener", "--model", run["out"], "--data-dir", data, "--split",
+        "test", "--submission", tmp_path / "sub2", "--device", "cpu",
+    )  # fmt: skip
+    assert bad.exit_code == 2 and "line 1: no 'id' field" in bad.output
+    assert not (tmp_path / "sub2" / "cluener_predict.json").exists()
