@@ -15,7 +15,8 @@ def _report(summary: Summary, cfg: PredictConfig) -> None:
     if not cfg.quiet:
         f = summary.figures
         err_console.print(
-            f"predict: {f['rows']:,} rows -> {f['output']} in {f['seconds']} s",
+            f"predict: {f['rows']:,} rows -> {f['output']} in {f['seconds']} s"
+            + (" (int8: dynamic quantization, CPU)" if f.get("int8") else ""),
             highlight=False,
             markup=False,
         )

@@ -130,8 +130,12 @@ class AlbertAttention(nn.Module):
         self.dropout_p = config.hidden_dropout_prob
         self.preln = config.ln_type == "preln"  # LayerNorm the input, not the residual sum
 
-    def qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Query, key and value fused into one [3H, H] projection (parameters stay separate)."""
+    def qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Query, key and value fused into one [3H, H] projection (parameters stay separate);
+        None when they are not float Linears (dynamically quantized int8 ones have no tensor
+        ``.weight``): then each is applied on its own."""
+        if not isinstance(self.query.weight, torch.Tensor):
+            return None
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
         return weight, bias
@@ -145,11 +149,19 @@ class AlbertAttention(nn.Module):
     ) -> torch.Tensor:
         B, T, H = x.shape
         nh, hd = self.num_heads, H // self.num_heads
-        weight, bias = qkv if qkv is not None else self.qkv_weights()
+        fused = qkv if qkv is not None else self.qkv_weights()
         residual = x
         if self.preln:
             x = self.LayerNorm(x)
-        if rows is None:
+        if fused is None:  # int8 Linears: three projections
+            k, v = (m(x).view(B, T, nh, hd).transpose(1, 2) for m in (self.key, self.value))
+            if rows is not None:
+                x = torch.gather(x, 1, rows[:, :, None].expand(-1, -1, H))  # [B, K, H]
+                if self.preln:
+                    residual = torch.gather(residual, 1, rows[:, :, None].expand(-1, -1, H))
+            q = self.query(x).view(B, -1, nh, hd).transpose(1, 2)
+        elif rows is None:
+            weight, bias = fused
             q, k, v = (
                 F.linear(x, weight, bias)  # [B, T, 3H]: one matmul instead of three
                 .view(B, T, 3, nh, hd)
@@ -158,6 +170,7 @@ class AlbertAttention(nn.Module):
             )
         else:
             # Only `rows` are used downstream: keys/values from every token, queries from rows.
+            weight, bias = fused
             k, v = (
                 F.linear(x, weight[H:], bias[H:])  # [B, T, 2H]
                 .view(B, T, 2, nh, hd)

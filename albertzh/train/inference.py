@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from albertzh.errors import ModelDirError
+from albertzh.errors import ConfigError, ModelDirError
 
 DEFAULT_MAX_SEQ_LEN = 128
 
@@ -78,6 +79,34 @@ def predict_logits(
                 bar.advance(len(idx))
     model.train(was_training)
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def quantize_int8(model: Any) -> Any:
+    """``model`` with every ``nn.Linear`` dynamically quantized to int8 (weights int8,
+    activations quantized per batch; CPU only), in place, in eval mode. The attention then
+    applies query, key and value one by one (``AlbertAttention.qkv_weights`` is None)."""
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices, not the user's
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
+        warnings.filterwarnings("ignore", message=r".*quantiz.*deprecated", category=UserWarning)
+        model = quantize_dynamic(
+            model.cpu().eval(), {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+        )
+    return model.eval()
+
+
+def check_int8(device: str, precision: str) -> str:
+    """The device ``--int8`` runs on ("cpu"): dynamic int8 is CPU-only and fp32 underneath, so
+    ``--device cuda`` and ``--precision bf16/fp16`` are refused with one line."""
+    if device == "cuda":
+        raise ConfigError(
+            "--int8: dynamic int8 quantization runs on CPU only (drop --device cuda or --int8)"
+        )
+    if precision not in ("auto", "fp32"):
+        raise ConfigError(f"--int8: cannot be combined with --precision {precision} (use fp32)")
+    return "cpu"
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -200,8 +229,10 @@ def load_classifier(
     device: str = "auto",
     precision: str = "auto",
     max_seq_len: int | None = None,
+    int8: bool = False,
 ) -> Classifier:
-    """Load a finetuned model dir (config.json with id2label, weights, tokenizer files)."""
+    """Load a finetuned model dir (config.json with id2label, weights, tokenizer files);
+    ``int8``: on CPU with its Linear layers dynamically quantized (:func:`quantize_int8`)."""
     from albertzh.model import AlbertForSequenceClassification
     from albertzh.model.io import require_trained_heads
     from albertzh.tokenizer import load_tokenizer
@@ -221,12 +252,16 @@ def load_classifier(
             f"{model_dir / 'config.json'}: no id2label (not a finetuned classifier; run finetune first)"
         )
     labels = [] if regression else [str(id2label[str(i)]) for i in range(len(id2label))]
+    if int8:
+        device = check_int8(device, precision)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     model = AlbertForSequenceClassification.from_pretrained(model_dir)
     require_trained_heads(model, model_dir)
     model = model.to(dev)
     model.eval()
+    if int8:
+        model = quantize_int8(model)
     tokenizer = load_tokenizer(model_dir)
     seq = max_seq_len or int(meta.get("max_seq_len") or DEFAULT_MAX_SEQ_LEN)
     return Classifier(model, tokenizer, labels, regression, seq, meta, dev, prec)

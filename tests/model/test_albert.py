@@ -211,3 +211,23 @@ def test_old_pretraining_class_name_is_a_deprecated_alias() -> None:
     assert old is m.AlbertForPreTraining
     with pytest.raises(AttributeError):
         m.AlbertForNothing  # noqa: B018
+
+
+@pytest.mark.parametrize("layout", ["google", "brightmart_preln"])
+def test_unfused_qkv_path_equals_the_fused_one(layout: str, monkeypatch) -> None:
+    """The path int8 models take (q, k, v applied one by one) computes what the fused one does."""
+    from albertzh.model.albert import AlbertAttention
+
+    kw = {"embedding_layout": "brightmart", "ln_type": "preln"} if layout != "google" else {}
+    torch.manual_seed(0)
+    model = AlbertForPreTraining(tiny(**kw)).eval()
+    x = ids(3, 12)
+    mask = torch.ones_like(x)
+    mask[1, 7:] = 0
+    positions = torch.tensor([[1, 4], [2, 5], [3, 9]])
+    with torch.no_grad():
+        fused = model(input_ids=x, attention_mask=mask, masked_positions=positions)
+        monkeypatch.setattr(AlbertAttention, "qkv_weights", lambda self: None)
+        split = model(input_ids=x, attention_mask=mask, masked_positions=positions)
+    torch.testing.assert_close(split.mlm_logits, fused.mlm_logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(split.sop_logits, fused.sop_logits, atol=1e-5, rtol=0)
