@@ -475,7 +475,7 @@ def _train(r: _Run, st: _TrainState, stop: tr.StopFlag, bar: Any) -> str:
             res = _train_step(r, group)
             st.step += 1
             st.group += 1
-            avg.add({"loss": res.loss, **res.metrics})
+            avg.add({"loss": res.loss_t, **res.metrics_t})  # on the device: no sync per step
             bar.advance(1)
             if st.step % cfg.log_every == 0 or st.step == r.total:
                 _log_train(r, st, avg.pop(), res, bar)
@@ -485,7 +485,7 @@ def _train(r: _Run, st: _TrainState, stop: tr.StopFlag, bar: Any) -> str:
                 stop_early = _evaluate(r, st)
             if cfg.save_every and st.step % cfg.save_every == 0:
                 _save_checkpoint(r, st)
-            if stop.check():  # asked at every step: it is a collective under DDP
+            if stop.check(st.step):  # under DDP a collective, every STOP_CHECK_EVERY steps
                 return "interrupted"
             if stop_early:
                 return "early_stopping"

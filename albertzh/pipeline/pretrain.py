@@ -428,6 +428,8 @@ def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
     # ---- loop: optimizer steps, with train log lines, evaluations and checkpoints
     batches = _train_batches(cfg, r.setup, dist, st.epoch, st.batch)
     speed = tr.Speedometer(st.step, r.total)
+    if dist.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dist.device)  # the summary's peak is this run's
     t0 = time.perf_counter()
     if dist.is_main and r.resume_from is not None:
         err_console.print(f"resuming from {r.resume_from} (step {st.step})", highlight=False)
@@ -617,17 +619,17 @@ def _train(
         result = _train_step(r, micro)
         st.step += 1
         st.tokens += tokens * r.dist.world_size
-        avg.add({"loss": result.loss, **result.metrics, "grad_norm": result.grad_norm})
+        avg.add(result.tensors())  # summed on the device: no sync per step
         rate = speed.update(st.step, tokens * r.dist.world_size)
         bar.advance(1)
-        bar.update(loss=result.loss, lr=result.lr, tok_s=round(rate["tokens_per_s"]))
+        bar.update(lr=result.lr, tok_s=round(rate["tokens_per_s"]))  # loss: on log lines
         if st.step % cfg.log_every == 0 or st.step == r.total:
             _log_train(r, st, avg.pop(), result, rate, bar)
         if r.setup.eval_spec is not None and cfg.eval_every and st.step % cfg.eval_every == 0:
             _evaluate(r, st)
         if cfg.save_every and st.step % cfg.save_every == 0 and st.step < r.total:
             _save_checkpoint(r, st)
-        if stop.check():  # asked at every step: it is a collective under DDP
+        if stop.check(st.step):  # under DDP a collective, so every STOP_CHECK_EVERY steps
             return True
     return False
 
@@ -744,6 +746,13 @@ def _finish(r: _Run, st: _TrainState, interrupted: bool) -> None:
     r.log.close()
 
 
+def _peak_gpu_memory_gib(device: Any) -> float | None:
+    """This rank's peak of allocated CUDA memory in GiB since the loop began (None on CPU)."""
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+
+
 def _summary(
     r: _Run,
     st: _TrainState,
@@ -779,6 +788,7 @@ def _summary(
         "ranks_in_sync": len(set(digests)) == 1,
         "train": st.last_train,
         "tokens_per_s": round(speed.overall_tokens_per_s()),
+        "peak_gpu_memory_gib": _peak_gpu_memory_gib(r.dist.device),
         "seconds": round(elapsed, 1),
     }
     if st.evals:

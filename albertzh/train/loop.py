@@ -533,17 +533,28 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return groups
 
 
+def _all_on_cuda(groups: Sequence[Mapping[str, Any]]) -> bool:
+    """True when there are parameters and every one of them is on a CUDA device."""
+    params = [p for g in groups for p in g["params"]]
+    return bool(params) and all(p.device.type == "cuda" for p in params)
+
+
 def build_optimizer(
     model: torch.nn.Module, kind: str, lr: float, weight_decay: float
 ) -> torch.optim.Optimizer:
-    """LAMB (eps 1e-6) or AdamW (eps 1e-6), β 0.9/0.999, no decay on LayerNorm and biases."""
+    """LAMB (eps 1e-6) or AdamW (eps 1e-6), β 0.9/0.999, no decay on LayerNorm and biases.
+
+    AdamW is PyTorch's fused (one-kernel) implementation when every parameter is on a CUDA
+    device, and its default (foreach) one otherwise.
+    """
     groups = param_groups(model, weight_decay)
     if kind == "lamb":
         return Lamb(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6)
     if kind == "adamw":
         for g in groups:
             g.pop("use_trust_ratio")
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6)
+        extra = {"fused": True} if _all_on_cuda(groups) else {}
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6, **extra)
     raise ConfigError(f"--optimizer: unknown optimizer {kind!r} (lamb or adamw)")
 
 
@@ -578,11 +589,31 @@ def build_scheduler(
 
 @dataclass
 class StepResult:
-    loss: float
-    metrics: dict[str, float]
-    grad_norm: float
+    """One optimizer step's figures, kept as tensors on the training device: reading ``loss``,
+    ``metrics`` or ``grad_norm`` as floats waits for the step to finish (a host-device sync on
+    GPU), so the loops accumulate :meth:`tensors` every step and read floats on log steps only."""
+
+    loss_t: torch.Tensor
+    metrics_t: dict[str, torch.Tensor]
+    grad_norm_t: torch.Tensor
     lr: float
     skipped: bool = False
+
+    @property
+    def loss(self) -> float:
+        return float(self.loss_t)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.metrics_t.items()}
+
+    @property
+    def grad_norm(self) -> float:
+        return float(self.grad_norm_t)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """``loss``, every metric and ``grad_norm`` as device tensors (no sync)."""
+        return {"loss": self.loss_t, **self.metrics_t, "grad_norm": self.grad_norm_t}
 
 
 def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
@@ -651,12 +682,15 @@ def train_step(
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return StepResult(
-        loss=float(total) / n,
-        metrics={k: float(v) / n for k, v in sums.items()},
-        grad_norm=float(grad_norm),
+        loss_t=total / n,
+        metrics_t={k: v / n for k, v in sums.items()},
+        grad_norm_t=grad_norm.detach().float(),
         lr=float(lr),
         skipped=skipped,
     )
+
+
+STOP_CHECK_EVERY = 10  # steps between the ranks' agreement on a stop request (DDP only)
 
 
 class StopFlag:
@@ -687,7 +721,11 @@ class StopFlag:
     def signal_name(self) -> str:
         return signal.Signals(self.signum or signal.SIGTERM).name
 
-    def check(self) -> bool:
+    def check(self, step: int | None = None) -> bool:
+        """Whether to stop now. Under DDP the ranks agree by a collective (a host-device sync),
+        so at a training ``step`` they do so only every :data:`STOP_CHECK_EVERY` steps."""
+        if step is not None and step % STOP_CHECK_EVERY and _dist_on():
+            return False
         return any_rank(self.requested)
 
     def __enter__(self) -> StopFlag:
@@ -1091,18 +1129,20 @@ def read_metrics(run_dir: Path, split: str | None = None) -> list[dict[str, Any]
 
 @dataclass
 class Averager:
-    """Running means of scalar metrics between two log lines."""
+    """Running means of scalar metrics between two log lines. Tensors are summed where they
+    are (in float64, no host-device sync); :meth:`pop` reads the means as floats."""
 
-    sums: dict[str, float] = field(default_factory=dict)
+    sums: dict[str, Any] = field(default_factory=dict)
     count: int = 0
 
-    def add(self, values: Mapping[str, float]) -> None:
+    def add(self, values: Mapping[str, float | torch.Tensor]) -> None:
         for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            v = v.detach().to(torch.float64) if isinstance(v, torch.Tensor) else float(v)
+            self.sums[k] = self.sums.get(k, 0.0) + v
         self.count += 1
 
     def pop(self) -> dict[str, float]:
-        out = {k: v / max(1, self.count) for k, v in self.sums.items()}
+        out = {k: float(v) / max(1, self.count) for k, v in self.sums.items()}
         self.sums, self.count = {}, 0
         return out
 

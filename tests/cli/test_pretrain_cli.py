@@ -68,6 +68,7 @@ def test_tiny_run_json_summary(files: dict[str, Path], tmp_path: Path) -> None:
     s = json.loads(r.stdout)
     assert s["stage"] == "pretrain" and s["steps"] == 3 and s["model"]["hidden_size"] == 32
     assert s["eval_last"]["instances"] == 12
+    assert s["peak_gpu_memory_gib"] is None and s["tokens_per_s"] > 0  # CPU: no GPU peak
     assert (out / "config.json").is_file() and (out / "metrics.jsonl").is_file()
     # The tokenizer came from the vocab dir recorded in the shards' manifest.
     assert (out / "vocab.txt").read_bytes() == (files["vocab"] / "vocab.txt").read_bytes()
