@@ -22,7 +22,8 @@ Usage (from the repository root, venv active, ``../shared/data`` present)::
     python benchmarks/pretraining_gain.py finetune -w work/gain --name NAME --split test
 
 Runs are cached in the work directory (a finished run is not redone), so the ``test`` pass
-only adds the test evaluations. Results go to ``WORK/results-NAME-SPLIT.json`` and a table on
+only adds the test evaluations. Results go to ``WORK/results-NAME-SPLIT[-nLABELS][-dDROPOUT]
+[-eEPOCHS].json`` (tasks of later calls are added to the same file) and a table on
 stdout.
 """
 
@@ -204,12 +205,16 @@ def _arch_key(model_dir: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def _run_dir(work: Path, name: str, task: str, arm: str, lr: float, seed: int, a) -> Path:
+def _variant(a: argparse.Namespace) -> str:
+    """The finetuning variant in names: ``-nLABELS``, ``-dDROPOUT``, ``-eEPOCHS`` where set."""
     extra = (f"-n{a.labels}" if a.labels else "") + (
         f"-d{a.dropout:g}" if a.dropout is not None else ""
     )
-    extra += f"-e{a.epochs:g}" if a.epochs != 3 else ""
-    tag = f"{task}-{arm}-lr{lr:g}-s{seed}{extra}"
+    return extra + (f"-e{a.epochs:g}" if a.epochs != 3 else "")
+
+
+def _run_dir(work: Path, name: str, task: str, arm: str, lr: float, seed: int, a) -> Path:
+    tag = f"{task}-{arm}-lr{lr:g}-s{seed}{_variant(a)}"
     group = f"ft-{name}" if arm == "pretrained" else f"ft-random-{_arch_key(work / f'pre-{name}')}"
     return work / group / tag
 
@@ -282,7 +287,14 @@ def _spread(xs: list[float]) -> str:
 
 def finetune(a: argparse.Namespace) -> None:
     work, seeds = a.work, list(range(a.seeds))
-    results: dict[str, Any] = {"name": a.name, "split": a.split, "labels": a.labels, "tasks": {}}
+    results: dict[str, Any] = {
+        "name": a.name,
+        "split": a.split,
+        "labels": a.labels,
+        "epochs": a.epochs,
+        "dropout": a.dropout,
+        "tasks": {},
+    }
     arms = {"pretrained": a.lrs_pretrained, "random": a.lrs_random}
     arms = {k: v for k, v in arms.items() if k in a.arms}
     jobs = [
@@ -327,8 +339,9 @@ def finetune(a: argparse.Namespace) -> None:
             f"| separated {res['every_pretrained_above_every_random']}",
             flush=True,
         )
-    suffix = f"-n{a.labels}" if a.labels else ""
-    out = work / f"results-{a.name}-{a.split}{suffix}.json"
+    out = work / f"results-{a.name}-{a.split}{_variant(a)}.json"
+    if out.is_file():  # one file per pretrained model, split and finetuning variant: add tasks
+        results["tasks"] = {**json.loads(out.read_text())["tasks"], **results["tasks"]}
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
 
@@ -336,9 +349,10 @@ def finetune(a: argparse.Namespace) -> None:
 def report(a: argparse.Namespace) -> None:
     """Markdown tables of the results files given (what docs/quality.md shows)."""
     print(
-        "| run | task | labels | split | pretrained | random init | gain | all pretrained > all random |"
+        "| run | task | labels | epochs | split | pretrained | random init | gain "
+        "| all pretrained > all random |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for path in a.results:
         res = json.loads(Path(path).read_text())
         key = res["split"]
@@ -348,6 +362,7 @@ def report(a: argparse.Namespace) -> None:
                 res["name"],
                 task,
                 str(res.get("labels") or "all"),
+                f"{res.get('epochs', '?'):g}" if "epochs" in res else "?",
                 key,
                 f"{_spread(p)} lr {r['pretrained']['lr']:g}",
                 f"{_spread(q)} lr {r['random']['lr']:g}",
