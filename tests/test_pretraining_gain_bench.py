@@ -1,0 +1,68 @@
+"""``benchmarks/pretraining_gain.py``: run naming, per-arm lr choice on dev, results files that
+gather tasks, and the report table (the finetuning runs themselves are faked)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def gain():  # noqa: ANN201
+    spec = importlib.util.spec_from_file_location(
+        "pretraining_gain", ROOT / "benchmarks" / "pretraining_gain.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def args(work: Path, **kw) -> argparse.Namespace:  # noqa: ANN003
+    base = dict(
+        work=work, name="A", split="dev", tasks=["tnews"], seeds=2, labels=None,
+        lrs_pretrained=[3e-4, 1e-3], lrs_random=[1e-3], epochs=3, batch_size=32, max_seq_len=128,
+        dropout=None, arms=["pretrained", "random"], jobs=1, threads=None,
+    )  # fmt: skip
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_variant_names(gain, tmp_path: Path) -> None:
+    assert gain._variant(args(tmp_path)) == ""
+    assert gain._variant(args(tmp_path, labels=250, epochs=40)) == "-n250-e40"
+    assert gain._variant(args(tmp_path, labels=250, dropout=0.1, epochs=40)) == "-n250-d0.1-e40"
+
+
+def test_lr_chosen_on_dev_and_tasks_gathered_in_one_file(
+    gain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    dev = {  # (task, arm, lr) -> dev accuracy per seed
+        ("tnews", "pretrained", 3e-4): [0.20, 0.22], ("tnews", "pretrained", 1e-3): [0.30, 0.28],
+        ("tnews", "random", 1e-3): [0.19, 0.21],
+        ("ocnli", "pretrained", 3e-4): [0.45, 0.47], ("ocnli", "pretrained", 1e-3): [0.40, 0.41],
+        ("ocnli", "random", 1e-3): [0.38, 0.46],
+    }  # fmt: skip
+
+    def fake_finetune(work, name, task, arm, lr, seed, a):  # noqa: ANN001, ANN202
+        return (task, arm, lr, seed)
+
+    monkeypatch.setattr(gain, "_finetune", fake_finetune)
+    monkeypatch.setattr(gain, "_dev_score", lambda run: dev[run[:3]][run[3]])
+    gain.finetune(args(tmp_path, tasks=["tnews"]))
+    gain.finetune(args(tmp_path, tasks=["ocnli"]))  # a second call adds its task to the file
+    res = json.loads((tmp_path / "results-A-dev.json").read_text())
+    assert set(res["tasks"]) == {"tnews", "ocnli"} and res["epochs"] == 3
+    tn, oc = res["tasks"]["tnews"], res["tasks"]["ocnli"]
+    assert tn["pretrained"]["lr"] == 1e-3 and oc["pretrained"]["lr"] == 3e-4  # best dev mean
+    assert tn["gain_points"] == pytest.approx(9.0) and tn["every_pretrained_above_every_random"]
+    assert oc["gain_points"] == pytest.approx(4.0) and not oc["every_pretrained_above_every_random"]
+    capsys.readouterr()
+    gain.report(argparse.Namespace(results=[tmp_path / "results-A-dev.json"]))
+    out = capsys.readouterr().out
+    assert "| A | tnews | all | 3 | dev | 0.2900 (min 0.2800, max 0.3000) lr 0.001 |" in out
+    assert "| +9.00 | yes |" in out and "| +4.00 | no |" in out
