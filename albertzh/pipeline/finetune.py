@@ -485,7 +485,7 @@ def _train(r: _Run, st: _TrainState, stop: tr.StopFlag, bar: Any) -> str:
                 stop_early = _evaluate(r, st)
             if cfg.save_every and st.step % cfg.save_every == 0:
                 _save_checkpoint(r, st)
-            if stop.check(st.step):  # under DDP a collective, every STOP_CHECK_EVERY steps
+            if stop.check():  # asked at every step: it is a collective under DDP
                 return "interrupted"
             if stop_early:
                 return "early_stopping"

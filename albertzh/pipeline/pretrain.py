@@ -629,7 +629,7 @@ def _train(
             _evaluate(r, st)
         if cfg.save_every and st.step % cfg.save_every == 0 and st.step < r.total:
             _save_checkpoint(r, st)
-        if stop.check(st.step):  # under DDP a collective, so every STOP_CHECK_EVERY steps
+        if stop.check():  # asked at every step: it is a collective under DDP
             return True
     return False
 

@@ -690,9 +690,6 @@ def train_step(
     )
 
 
-STOP_CHECK_EVERY = 10  # steps between the ranks' agreement on a stop request (DDP only)
-
-
 class StopFlag:
     """Context manager: Ctrl-C (SIGINT) or SIGTERM sets ``.requested`` instead of killing.
 
@@ -721,11 +718,10 @@ class StopFlag:
     def signal_name(self) -> str:
         return signal.Signals(self.signum or signal.SIGTERM).name
 
-    def check(self, step: int | None = None) -> bool:
-        """Whether to stop now. Under DDP the ranks agree by a collective (a host-device sync),
-        so at a training ``step`` they do so only every :data:`STOP_CHECK_EVERY` steps."""
-        if step is not None and step % STOP_CHECK_EVERY and _dist_on():
-            return False
+    def check(self) -> bool:
+        """Whether to stop now. Under DDP the ranks agree by a collective every step: a
+        host-device sync, kept on purpose so that a SIGTERM (a scheduler's notice) is acted on
+        at the next step boundary, however long the steps are."""
         return any_rank(self.requested)
 
     def __enter__(self) -> StopFlag:

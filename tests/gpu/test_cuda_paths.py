@@ -93,13 +93,11 @@ def test_resume_on_cuda_matches_an_uninterrupted_run(
     calls = {"n": 0}
     check = tr.StopFlag.check
 
-    def stop_at_4(
-        self: tr.StopFlag, step: int | None = None
-    ) -> bool:  # as if SIGINT arrived at the 4th stop check
+    def stop_at_4(self: tr.StopFlag) -> bool:  # as if SIGINT arrived at the 4th stop check
         calls["n"] += 1
         if calls["n"] == 4:
             self.requested, self.signum = True, signal.SIGINT
-        return check(self, step)
+        return check(self)
 
     monkeypatch.setattr(tr.StopFlag, "check", stop_at_4)
     r = invoke(*_pretrain_args(inputs, out, "--steps", STEPS, "--precision", "bf16"), "--json")

@@ -179,7 +179,7 @@ def test_resume_after_interrupt_equals_uninterrupted(
 
     calls = {"n": 0}
 
-    def stop_at_4(self: tr.StopFlag, step: int | None = None) -> bool:
+    def stop_at_4(self: tr.StopFlag) -> bool:
         calls["n"] += 1
         return calls["n"] == 4  # mid epoch 2 (3 steps per epoch)
 
@@ -399,7 +399,7 @@ def test_an_interrupted_finetune_says_so_and_carries_the_exit_code(
 ) -> None:
     """The CLI exits with Summary.exit_code: 143 when stopped by SIGTERM (or by another rank's
     signal), so `finetune ... && eval ...` does not go on after a kill."""
-    monkeypatch.setattr(tr.StopFlag, "check", lambda self, step=None: True)
+    monkeypatch.setattr(tr.StopFlag, "check", lambda self: True)
     kw = {"epochs": 1, "batch_size": 32, "max_train_examples": 64}
     s = ft.run(cfg_for(trained["base"], trained["data"], tmp_path / "cut", **kw))
     assert s.figures["interrupted"] is True and s.figures["signal"] == "SIGTERM"
@@ -451,7 +451,7 @@ def test_resume_after_interrupt_at_an_epoch_end_equals_uninterrupted(
     ft.run(cfg_for(trained["base"], trained["data"], tmp_path / "full", **kw))
     calls = {"n": 0}
 
-    def stop_at_3(self: tr.StopFlag, step: int | None = None) -> bool:
+    def stop_at_3(self: tr.StopFlag) -> bool:
         calls["n"] += 1
         return calls["n"] == 3  # the last step of epoch 1 (3 steps per epoch)
 

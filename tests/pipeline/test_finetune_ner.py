@@ -224,7 +224,7 @@ def test_resume_after_interrupt_equals_uninterrupted(
     ft.run(cfg(tmp_path / "full"))
     calls = {"n": 0}
 
-    def stop_at_3(self: tr.StopFlag, step: int | None = None) -> bool:
+    def stop_at_3(self: tr.StopFlag) -> bool:
         calls["n"] += 1
         return calls["n"] == 3
 

@@ -473,11 +473,11 @@ def _stop_at(monkeypatch: pytest.MonkeyPatch, at: int, sig: signal.Signals) -> N
     calls = {"n": 0}
     check = tr.StopFlag.check
 
-    def fake(self: tr.StopFlag, step: int | None = None) -> bool:
+    def fake(self: tr.StopFlag) -> bool:
         calls["n"] += 1
         if calls["n"] == at:
             self.requested, self.signum = True, sig
-        return check(self, step)
+        return check(self)
 
     monkeypatch.setattr(tr.StopFlag, "check", fake)
 
@@ -536,7 +536,7 @@ def test_a_stop_at_a_save_step_saves_once_and_a_done_resume_only_finalizes(
     assert saves == [3, 6] and not (out / "config.json").exists()
 
     saves.clear()
-    monkeypatch.setattr(tr.StopFlag, "check", lambda self, step=None: False)
+    monkeypatch.setattr(tr.StopFlag, "check", lambda self: False)
     done = pt.run(cfg.model_copy(update={"resume": True})).to_dict()
     assert saves == []  # nothing left to train: the checkpoint at step 6 is the model
     assert done["steps"] == 6 and done["resumed_from_step"] == 6 and not done["interrupted"]

@@ -157,19 +157,3 @@ def test_step_figures_stay_tensors_until_read(monkeypatch) -> None:
     means = avg.pop()
     assert floats["n"] == 3 and set(means) == {"loss", "acc", "grad_norm"}
     assert isinstance(res.loss, float) and res.grad_norm > 0 and 0 <= res.metrics["acc"] <= 1
-
-
-def test_ranks_agree_on_a_stop_every_few_steps_only(monkeypatch) -> None:
-    """Under DDP the stop agreement is a collective (a sync): every STOP_CHECK_EVERY steps."""
-    asked: list[bool] = []
-    monkeypatch.setattr(tr, "any_rank", lambda flag: asked.append(flag) or flag)
-    stop = tr.StopFlag()
-    stop.requested = True
-    monkeypatch.setattr(tr, "_dist_on", lambda: True)
-    got = [stop.check(step) for step in range(1, 2 * tr.STOP_CHECK_EVERY + 1)]
-    assert len(asked) == 2 and got.count(True) == 2
-    assert got[tr.STOP_CHECK_EVERY - 1] and got[-1]
-    assert stop.check() is True  # outside the loop: always agreed
-    monkeypatch.setattr(tr, "_dist_on", lambda: False)
-    asked.clear()
-    assert all(stop.check(step) for step in range(1, 4)) and len(asked) == 3  # one process: free
