@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("ALBERTZH_SHARED_DATA", ROOT.parent / "shared" / "data"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pretraining_gain import SHARED, albertzh  # noqa: E402  (the same subprocess runner)
 
 # Fixed finetuning settings per task (a small model on 1 CPU thread; lr as chosen on dev for
 # classification in docs/quality.md). The first metric is the headline.
@@ -64,18 +62,6 @@ TASKS: dict[str, dict[str, Any]] = {
 ARMS = ("pretrained", "random")
 
 
-def _albertzh(args: list[str], log: Path, threads: int | None) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if threads:
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, "-m", "albertzh", *args, "--json"]
-    with open(log, "w") as err:
-        out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"failed ({out.returncode}): {' '.join(cmd)} (log: {log})")
-    return json.loads(out.stdout)
-
-
 def _run(a: argparse.Namespace, task: str, arm: str, seed: int) -> dict[str, Any]:
     """One finetuning run (cached): its last dev metrics and wall seconds."""
     run = a.work / task / f"{arm}-s{seed}"
@@ -106,7 +92,7 @@ def _run(a: argparse.Namespace, task: str, arm: str, seed: int) -> dict[str, Any
     if a.steps:
         flags += ["--steps", str(a.steps)]
     t0 = time.perf_counter()
-    summary = _albertzh(flags, run.parent / f"{arm}-s{seed}.log", a.threads)
+    summary = albertzh(*flags, log=run.parent / f"{arm}-s{seed}.log", threads=a.threads)
     seconds = time.perf_counter() - t0
     last = json.loads((run / "metrics.json").read_text())["dev_history"][-1]
     rec = {
