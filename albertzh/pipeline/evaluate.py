@@ -224,15 +224,16 @@ def run_classification(cfg: EvalConfig) -> EvalSummary:
         if details["per_class"] is None:
             details.pop("per_class")
         figures.update({k: round(float(v), 6) for k, v in m.items()})
+    if cfg.predictions is not None or submission is not None:
+        recs = clf.records(logits)  # one record per row, for both files
     if cfg.predictions is not None:
         records = [
             {"line": e.line, **({"id": e.id} if e.id is not None else {}), **rec}
-            for e, rec in zip(examples, clf.records(logits), strict=True)
+            for e, rec in zip(examples, recs, strict=True)
         ]
         write_predictions(cfg.predictions, records)
         figures["predictions"] = str(cfg.predictions)
     if submission is not None:
-        recs = clf.records(logits)
         write_submission(
             submission, path, [(e.id, e.line, r) for e, r in zip(examples, recs, strict=True)]
         )
