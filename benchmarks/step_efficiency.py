@@ -130,13 +130,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="Held-out fraction of the rows (default: just enough for --eval-batches).",
     )
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="Seeds run at once, each in its own process (default 1: one after another).",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per seed process (default: torch's own choice; with --jobs > 1 "
+        "give cores / jobs).",
+    )
     ap.add_argument("--out", type=Path, required=True, help="Directory for the JSON and PNG.")
     args = ap.parse_args(argv)
-    for name in ("steps", "batch_size", "eval_batches"):
+    for name in ("steps", "batch_size", "eval_batches", "jobs"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup_steps < 0:
         ap.error("--warmup-steps must be >= 0")
+    if args.threads is not None and args.threads < 1:
+        ap.error("--threads must be at least 1")
     try:
         args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
         wanted = [int(s) for s in args.checkpoints.split(",") if s.strip()]
@@ -505,6 +520,40 @@ def run_seed(args: argparse.Namespace, seed: int, eval_fraction: float, log: Any
 # --------------------------------------------------------------------------- summary
 
 
+def _log_stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _seed_worker(args: argparse.Namespace, seed: int, eval_fraction: float) -> dict:
+    """One seed in a process of its own (``--jobs``): the same run_seed, its own threads."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    return run_seed(args, seed, eval_fraction, _log_stderr)
+
+
+def run_seeds(args: argparse.Namespace, eval_fraction: float, log: Any) -> dict[int, dict]:
+    """Every seed's run, in seed order: in this process, or ``--jobs`` processes at once.
+
+    A seed's numbers do not depend on which process ran it (each seeds its own init, batches,
+    masks and dropout), so ``--jobs`` changes the wall time, not the figures.
+    """
+    if args.jobs == 1 or len(args.seed_list) == 1:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        return {s: run_seed(args, s, eval_fraction, log) for s in args.seed_list}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    workers = min(args.jobs, len(args.seed_list))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {s: pool.submit(_seed_worker, args, s, eval_fraction) for s in args.seed_list}
+        return {s: futures[s].result() for s in args.seed_list}
+
+
 def _mean(xs: Sequence[float]) -> float:
     return statistics.fmean(xs)
 
@@ -632,7 +681,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_fraction = min(0.5, args.eval_batches * args.batch_size / total_rows)
         if not 0 < eval_fraction < 1:
             raise AlbertzhError("--eval-fraction: must be in (0, 1)")
-        per_seed = {s: run_seed(args, s, eval_fraction, log) for s in args.seed_list}
+        per_seed = run_seeds(args, eval_fraction, log)
     except AlbertzhError as exc:
         print(f"step_efficiency: {exc}", file=err)
         return 1

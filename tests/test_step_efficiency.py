@@ -150,3 +150,38 @@ def test_missing_dependency_is_one_line_and_exit_2(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "matplotlib" in err and "pip install" in err
+
+
+def test_jobs_run_seeds_in_processes_with_the_same_figures(
+    inputs: dict[str, Path], result: dict, tmp_path: Path
+) -> None:
+    """--jobs 2 runs the two seeds in processes of their own; every figure is the sequential one."""
+    import subprocess
+
+    argv = _argv(inputs, tmp_path, "--steps", "6", "--checkpoints", "3,6", "--seeds", "0,1")
+    argv += ["--warmup-steps", "0", "--lr", "1e-3", "--jobs", "2", "--threads", "1"]
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), *argv], cwd=root, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    par = json.loads((tmp_path / se.JSON_NAME).read_text())
+    seq = result["json"]
+    assert par["seeds"] == seq["seeds"] == [0, 1]
+    for s in ("0", "1"):
+        for impl in ("albertzh", "reference"):
+            a = par["per_seed"][s]["curves"][impl]
+            b = seq["per_seed"][s]["curves"][impl]
+            assert a["step"] == b["step"]
+            assert a["mlm_loss"] == pytest.approx(b["mlm_loss"], rel=1e-5)
+    # the two seeds differ, so the processes did not run one seed twice
+    assert par["per_seed"]["0"]["curves"]["albertzh"]["mlm_loss"] != pytest.approx(
+        par["per_seed"]["1"]["curves"]["albertzh"]["mlm_loss"], rel=1e-5
+    )
+
+
+def test_bad_jobs_and_threads_are_refused(inputs: dict[str, Path], tmp_path: Path) -> None:
+    for flag in ("--jobs", "--threads"):
+        with pytest.raises(SystemExit) as exc:
+            se.main([*_argv(inputs, tmp_path), flag, "0"])
+        assert exc.value.code == 2
