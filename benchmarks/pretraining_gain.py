@@ -451,6 +451,44 @@ def strip_heads(a: argparse.Namespace) -> None:
     print(f"{dst}: {len(state) - len(kept)} tensors dropped")
 
 
+# Parts of a pretrained model that `reinit` can replace by a fresh random init.
+REINIT_PARTS = {
+    "word-embeddings": ("albert.embeddings.word_embeddings.",),
+    "embeddings": ("albert.embeddings.", "albert.encoder.embedding_hidden_mapping_in."),
+    "encoder": ("albert.encoder.albert_layer_groups.",),
+}
+
+
+def reinit(a: argparse.Namespace) -> None:
+    """pre-NAME with PARTS replaced by a fresh random init (the init `finetune --random-init`
+    uses, drawn with --seed) as pre-AS: which part of the pretrained weights helps or hurts."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from albertzh.model import AlbertForPreTraining
+    from albertzh.model.config import AlbertConfig
+
+    src, dst = a.work / f"pre-{a.name}", a.work / f"pre-{a.as_name}"
+    if dst.exists():
+        raise SystemExit(f"{dst}: exists")
+    prefixes = tuple(p for part in a.parts for p in REINIT_PARTS[part])
+    state = load_file(src / "model.safetensors")
+    torch.manual_seed(a.seed)
+    fresh = AlbertForPreTraining(AlbertConfig.from_json(src / "config.json")).state_dict()
+    replaced = sorted(k for k in state if k.startswith(prefixes))
+    if not replaced:
+        raise SystemExit(f"{src}: no tensor under {', '.join(prefixes)}")
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file() and f.name not in ("model.safetensors", "metrics.jsonl"):
+            shutil.copy2(f, dst / f.name)
+    out = {k: (fresh[k].clone() if k in replaced else v) for k, v in state.items()}
+    save_file(out, dst / "model.safetensors", metadata={"format": "pt"})
+    print(f"{dst}: {len(replaced)} tensors re-initialised ({', '.join(a.parts)})")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -494,9 +532,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("-w", "--work", type=Path, required=True)
     p.add_argument("--name", required=True)
     p.add_argument("--as", dest="as_name", required=True)
+    p = sub.add_parser("reinit", help="copy pre-NAME with PARTS randomly re-initialised")
+    p.add_argument("-w", "--work", type=Path, required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--as", dest="as_name", required=True)
+    p.add_argument(
+        "--parts", type=lambda s: s.split(","), required=True, help=", ".join(REINIT_PARTS)
+    )
+    p.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
+    if a.cmd == "reinit" and (bad := set(a.parts) - set(REINIT_PARTS)):
+        ap.error(f"--parts: unknown {', '.join(sorted(bad))} (known: {', '.join(REINIT_PARTS)})")
     commands = {"prepare": prepare, "pretrain": pretrain, "finetune": finetune, "report": report}
-    {**commands, "tapt": tapt, "strip-heads": strip_heads}[a.cmd](a)
+    {**commands, "tapt": tapt, "strip-heads": strip_heads, "reinit": reinit}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -66,3 +66,45 @@ def test_lr_chosen_on_dev_and_tasks_gathered_in_one_file(
     out = capsys.readouterr().out
     assert "| A | tnews | all | 3 | dev | 0.2900 (min 0.2800, max 0.3000) lr 0.001 |" in out
     assert "| +9.00 | yes |" in out and "| +4.00 | no |" in out
+
+
+def test_reinit_replaces_only_the_parts_asked_for(gain, tmp_path: Path) -> None:
+    """`reinit --parts embeddings` keeps every encoder/head tensor and draws the embeddings
+    afresh (N(0, initializer_range), LayerNorm 1/0), the same draw for the same seed."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    from albertzh.model import AlbertForPreTraining
+    from albertzh.model.config import AlbertConfig
+
+    cfg = AlbertConfig(
+        vocab_size=50, embedding_size=8, hidden_size=16, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=32, max_position_embeddings=16,
+    )  # fmt: skip
+    torch.manual_seed(123)
+    model = AlbertForPreTraining(cfg)
+    with torch.no_grad():  # a "pretrained" model: nothing at its init values
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    model.save_pretrained(tmp_path / "pre-P")
+    ns = argparse.Namespace(work=tmp_path, name="P", parts=["embeddings"], seed=0)
+    gain.reinit(argparse.Namespace(**vars(ns), as_name="Q"))
+    gain.reinit(argparse.Namespace(**vars(ns), as_name="Q2"))
+    old, new = (load_file(tmp_path / f"pre-{n}" / "model.safetensors") for n in ("P", "Q"))
+    assert set(old) == set(new)
+    prefixes = gain.REINIT_PARTS["embeddings"]
+    for k in old:
+        changed = not torch.equal(old[k], new[k])
+        assert changed == k.startswith(prefixes), k
+    emb = new["albert.embeddings.word_embeddings.weight"]
+    assert abs(float(emb.std()) - cfg.initializer_range) < 0.005
+    assert torch.equal(new["albert.embeddings.LayerNorm.weight"], torch.ones(8))
+    again = load_file(tmp_path / "pre-Q2" / "model.safetensors")
+    assert all(torch.equal(new[k], again[k]) for k in new)
+    # the copy is a model directory that loads, and the config came along
+    AlbertForPreTraining.from_pretrained(tmp_path / "pre-Q")
+    with pytest.raises(SystemExit, match="exists"):
+        gain.reinit(argparse.Namespace(**vars(ns), as_name="Q"))
+    with pytest.raises(SystemExit) as exc:
+        gain.main(["reinit", "-w", str(tmp_path), "--name", "P", "--as", "R", "--parts", "heads"])
+    assert exc.value.code == 2 and not (tmp_path / "pre-R").exists()
