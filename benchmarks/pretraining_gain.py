@@ -432,23 +432,30 @@ def tapt(a: argparse.Namespace) -> None:
 
 def strip_heads(a: argparse.Namespace) -> None:
     """pre-NAME without its pooler and SOP head (finetune then starts them fresh) as pre-AS."""
-    import shutil
-
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     src, dst = a.work / f"pre-{a.name}", a.work / f"pre-{a.as_name}"
+    state = load_file(src / "model.safetensors")
+    kept = {
+        k: v for k, v in state.items() if not k.startswith(("albert.pooler.", "sop_classifier."))
+    }
+    _write_model_copy(src, dst, kept)
+    print(f"{dst}: {len(state) - len(kept)} tensors dropped")
+
+
+def _write_model_copy(src: Path, dst: Path, state: dict[str, Any]) -> None:
+    """A new model dir DST: SRC's files (config, vocab, albertzh.json) with these weights."""
+    import shutil
+
+    from safetensors.torch import save_file
+
     if dst.exists():
         raise SystemExit(f"{dst}: exists")
     dst.mkdir()
     for f in src.iterdir():
         if f.is_file() and f.name not in ("model.safetensors", "metrics.jsonl"):
             shutil.copy2(f, dst / f.name)
-    state = load_file(src / "model.safetensors")
-    kept = {
-        k: v for k, v in state.items() if not k.startswith(("albert.pooler.", "sop_classifier."))
-    }
-    save_file(kept, dst / "model.safetensors", metadata={"format": "pt"})
-    print(f"{dst}: {len(state) - len(kept)} tensors dropped")
+    save_file(state, dst / "model.safetensors", metadata={"format": "pt"})
 
 
 # Parts of a pretrained model that `reinit` can replace by a fresh random init.
@@ -462,17 +469,13 @@ REINIT_PARTS = {
 def reinit(a: argparse.Namespace) -> None:
     """pre-NAME with PARTS replaced by a fresh random init (the init `finetune --random-init`
     uses, drawn with --seed) as pre-AS: which part of the pretrained weights helps or hurts."""
-    import shutil
-
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from albertzh.model import AlbertForPreTraining
     from albertzh.model.config import AlbertConfig
 
     src, dst = a.work / f"pre-{a.name}", a.work / f"pre-{a.as_name}"
-    if dst.exists():
-        raise SystemExit(f"{dst}: exists")
     prefixes = tuple(p for part in a.parts for p in REINIT_PARTS[part])
     state = load_file(src / "model.safetensors")
     torch.manual_seed(a.seed)
@@ -480,12 +483,8 @@ def reinit(a: argparse.Namespace) -> None:
     replaced = sorted(k for k in state if k.startswith(prefixes))
     if not replaced:
         raise SystemExit(f"{src}: no tensor under {', '.join(prefixes)}")
-    dst.mkdir()
-    for f in src.iterdir():
-        if f.is_file() and f.name not in ("model.safetensors", "metrics.jsonl"):
-            shutil.copy2(f, dst / f.name)
     out = {k: (fresh[k].clone() if k in replaced else v) for k, v in state.items()}
-    save_file(out, dst / "model.safetensors", metadata={"format": "pt"})
+    _write_model_copy(src, dst, out)
     print(f"{dst}: {len(replaced)} tensors re-initialised ({', '.join(a.parts)})")
 
 
