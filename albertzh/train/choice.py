@@ -291,7 +291,7 @@ def load_chooser(
     """Load a finetuned multiple-choice model dir (config.json, weights, tokenizer)."""
     from albertzh.model import AlbertForMultipleChoice
     from albertzh.tokenizer import load_tokenizer
-    from albertzh.train.inference import DEFAULT_MAX_SEQ_LEN, load_head_model
+    from albertzh.train.inference import load_head_model
 
     model_dir = Path(model_dir)
     head = load_head_model(
@@ -302,9 +302,7 @@ def load_chooser(
         device=device,
         precision=precision,
     )
-    model, meta, dev, prec = head.model, head.meta, head.device, head.precision
-    seq = max_seq_len or int(meta.get("max_seq_len") or DEFAULT_MAX_SEQ_LEN)
-    limit = model.config.max_position_embeddings
-    if seq > limit:
-        raise ConfigError(f"--max-seq-len {seq}: the model reads at most {limit} tokens")
-    return Chooser(model, load_tokenizer(model_dir), seq, meta, dev, prec)
+    seq = head.seq_len(max_seq_len)
+    return Chooser(
+        head.model, load_tokenizer(model_dir), seq, head.meta, head.device, head.precision
+    )

@@ -194,6 +194,22 @@ class LoadedHead:
     device: Any
     precision: str
 
+    def seq_len(self, requested: int | None, *, check: bool = True) -> int:
+        """``--max-seq-len``, else the finetune value, else 128; with ``check``, refused (one
+        line) beyond the model's position table."""
+        seq = requested or int(self.meta.get("max_seq_len") or DEFAULT_MAX_SEQ_LEN)
+        limit = self.model.config.max_position_embeddings
+        if check and seq > limit:
+            raise ConfigError(f"--max-seq-len {seq}: the model reads at most {limit} tokens")
+        return seq
+
+    def doc_stride(self, requested: int | None, max_seq_len: int | None) -> int | None:
+        """``--doc-stride``; unset, and with the finetune window kept (no ``--max-seq-len``),
+        the finetune value."""
+        if requested is None and max_seq_len is None and self.meta.get("doc_stride"):
+            return int(self.meta["doc_stride"])
+        return requested
+
 
 def load_head_model(
     model_dir: Path,

@@ -317,7 +317,7 @@ def load_reader(
     """Load a finetuned span extractor; unset lengths are the finetune values."""
     from albertzh.model import AlbertForQuestionAnswering
     from albertzh.tokenizer import load_tokenizer
-    from albertzh.train.inference import DEFAULT_MAX_SEQ_LEN, load_head_model
+    from albertzh.train.inference import load_head_model
 
     model_dir = Path(model_dir)
     head = load_head_model(
@@ -329,10 +329,9 @@ def load_reader(
         precision=precision,
     )
     model, meta, dev, prec = head.model, head.meta, head.device, head.precision
-    seq = max_seq_len or int(meta.get("max_seq_len") or DEFAULT_MAX_SEQ_LEN)
+    seq = head.seq_len(max_seq_len, check=False)  # check_lengths says more
     query = max_query_len or int(meta.get("max_query_len") or DEFAULT_MAX_QUERY_LEN)
     answer = max_answer_len or int(meta.get("max_answer_len") or DEFAULT_MAX_ANSWER_LEN)
-    if doc_stride is None and max_seq_len is None and meta.get("doc_stride"):
-        doc_stride = int(meta["doc_stride"])  # the finetune value, for the finetune window
+    doc_stride = head.doc_stride(doc_stride, max_seq_len)
     check_lengths(seq, query, doc_stride, model.config.max_position_embeddings)
     return Reader(model, load_tokenizer(model_dir), seq, query, answer, doc_stride, meta, dev, prec)

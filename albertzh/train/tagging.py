@@ -318,7 +318,7 @@ def load_tagger(
     """Load a finetuned token classifier (config.json with id2label, weights, tokenizer)."""
     from albertzh.model import AlbertForTokenClassification
     from albertzh.tokenizer import load_tokenizer
-    from albertzh.train.inference import DEFAULT_MAX_SEQ_LEN, load_head_model
+    from albertzh.train.inference import load_head_model
 
     model_dir = Path(model_dir)
     head = load_head_model(
@@ -329,14 +329,11 @@ def load_tagger(
         device=device,
         precision=precision,
     )
-    model, meta, dev, prec = head.model, head.meta, head.device, head.precision
     id2label = head.config.get("id2label") or {}
     labels = [str(id2label[str(i)]) for i in range(len(id2label))]
-    seq = max_seq_len or int(meta.get("max_seq_len") or DEFAULT_MAX_SEQ_LEN)
-    limit = model.config.max_position_embeddings
-    if seq > limit:
-        raise ConfigError(f"--max-seq-len {seq}: the model reads at most {limit} tokens")
-    if doc_stride is None and max_seq_len is None and meta.get("doc_stride"):
-        doc_stride = int(meta["doc_stride"])  # the finetune value, for the finetune window
-    stride = resolve_stride(seq, doc_stride)
-    return Tagger(model, load_tokenizer(model_dir), labels, seq, stride, meta, dev, prec)
+    seq = head.seq_len(max_seq_len)
+    stride = resolve_stride(seq, head.doc_stride(doc_stride, max_seq_len))
+    tokenizer = load_tokenizer(model_dir)
+    return Tagger(
+        head.model, tokenizer, labels, seq, stride, head.meta, head.device, head.precision
+    )
