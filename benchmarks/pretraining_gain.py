@@ -488,6 +488,26 @@ def reinit(a: argparse.Namespace) -> None:
     print(f"{dst}: {len(replaced)} tensors re-initialised ({', '.join(a.parts)})")
 
 
+EMBEDDING_TABLES = tuple(
+    f"albert.embeddings.{t}_embeddings.weight" for t in ("word", "position", "token_type")
+)
+
+
+def scale_embeddings(a: argparse.Namespace) -> None:
+    """pre-NAME with its three embedding tables multiplied by --factor as pre-AS. The LayerNorm
+    over their sum cancels the factor, so the model computes the same function; what changes is
+    finetuning: Adam moves each weight by about the lr whatever its size, so smaller tables are
+    rewritten faster (a factor c acts like an embedding lr of lr / c)."""
+    from safetensors.torch import load_file
+
+    src, dst = a.work / f"pre-{a.name}", a.work / f"pre-{a.as_name}"
+    state = load_file(src / "model.safetensors")
+    out = {k: (v * a.factor if k in EMBEDDING_TABLES else v) for k, v in state.items()}
+    _write_model_copy(src, dst, out)
+    std = float(out[EMBEDDING_TABLES[0]].std())
+    print(f"{dst}: embedding tables x {a.factor:g} (word embedding std {std:.4f})")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -539,11 +559,19 @@ def main(argv: list[str] | None = None) -> None:
         "--parts", type=lambda s: s.split(","), required=True, help=", ".join(REINIT_PARTS)
     )
     p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("scale-embeddings", help="copy pre-NAME with its embedding tables scaled")
+    p.add_argument("-w", "--work", type=Path, required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--as", dest="as_name", required=True)
+    p.add_argument("--factor", type=float, required=True)
     a = ap.parse_args(argv)
+    if a.cmd == "scale-embeddings" and not a.factor > 0:
+        ap.error("--factor: must be > 0")
     if a.cmd == "reinit" and (bad := set(a.parts) - set(REINIT_PARTS)):
         ap.error(f"--parts: unknown {', '.join(sorted(bad))} (known: {', '.join(REINIT_PARTS)})")
     commands = {"prepare": prepare, "pretrain": pretrain, "finetune": finetune, "report": report}
-    {**commands, "tapt": tapt, "strip-heads": strip_heads, "reinit": reinit}[a.cmd](a)
+    more = {"tapt": tapt, "strip-heads": strip_heads, "reinit": reinit}
+    {**commands, **more, "scale-embeddings": scale_embeddings}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -108,3 +108,42 @@ def test_reinit_replaces_only_the_parts_asked_for(gain, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         gain.main(["reinit", "-w", str(tmp_path), "--name", "P", "--as", "R", "--parts", "heads"])
     assert exc.value.code == 2 and not (tmp_path / "pre-R").exists()
+
+
+def test_scale_embeddings_keeps_the_function(gain, tmp_path: Path) -> None:
+    """The LayerNorm over the summed tables cancels the factor: same hidden states, smaller
+    tables, every other tensor untouched."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    from albertzh.model import AlbertForPreTraining, AlbertModel
+    from albertzh.model.config import AlbertConfig
+
+    cfg = AlbertConfig(
+        vocab_size=50, embedding_size=8, hidden_size=16, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=32, max_position_embeddings=16,
+    )  # fmt: skip
+    torch.manual_seed(5)
+    model = AlbertForPreTraining(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "embeddings" in name and "LayerNorm" not in name:
+                p.mul_(6.0)  # pretrained-sized tables (std ~0.12)
+    model.save_pretrained(tmp_path / "pre-P")
+    gain.main(["scale-embeddings", "-w", str(tmp_path), "--name", "P", "--as", "S", "--factor",
+               "0.2"])  # fmt: skip
+    old, new = (load_file(tmp_path / f"pre-{n}" / "model.safetensors") for n in ("P", "S"))
+    for k in old:
+        want = old[k] * 0.2 if k in gain.EMBEDDING_TABLES else old[k]
+        assert torch.equal(new[k], want), k
+    ids = torch.randint(1, 50, (3, 12))
+    mask = torch.ones_like(ids)
+    a, b = (AlbertModel.from_pretrained(tmp_path / f"pre-{n}").eval() for n in ("P", "S"))
+    with torch.no_grad():
+        ha = a(ids, attention_mask=mask).last_hidden_state
+        hb = b(ids, attention_mask=mask).last_hidden_state
+    assert (ha - hb).abs().max() < 1e-4
+    with pytest.raises(SystemExit) as exc:
+        gain.main(["scale-embeddings", "-w", str(tmp_path), "--name", "P", "--as", "T",
+                   "--factor", "0"])  # fmt: skip
+    assert exc.value.code == 2 and not (tmp_path / "pre-T").exists()
