@@ -52,6 +52,8 @@ class AlbertPretrainingOutput:
     # Replaced-token detection (AlbertForReplacedTokenDetection): mlm_logits are the generator's.
     rtd_logits: torch.Tensor | None = None  # [B, T] the discriminator's "replaced" logits
     rtd_labels: torch.Tensor | None = None  # [B, T] 1.0 where the generator changed the token
+    # With AlbertForPreTraining.cls_bow set: the MLM head applied to the pooled [CLS].
+    bow_logits: torch.Tensor | None = None  # [B, V]
 
 
 @dataclass
@@ -410,6 +412,9 @@ class AlbertForPreTraining(AlbertPreTrainedModel):
     def __init__(self, config: AlbertConfig, *, init: bool = True) -> None:
         super().__init__()
         self.config = config
+        # Also predict, from the pooled [CLS] alone, the masked tokens of the sequence (the
+        # bag-of-words term of `pretrain --cls-bow-weight`; no new weights: the MLM head).
+        self.cls_bow = False
         self.albert = AlbertModel(config, init=False)
         self.predictions = AlbertMLMHead(config)
         self.sop_classifier = AlbertSOPHead(config)
@@ -435,7 +440,13 @@ class AlbertForPreTraining(AlbertPreTrainedModel):
         projection = None if emb.word_embeddings_2 is None else emb.word_embeddings_2.weight
         mlm_logits = self.predictions(h, emb.word_embeddings.weight, projection)
         sop_logits = self.sop_classifier(out.pooler_output)
-        return AlbertPretrainingOutput(mlm_logits=mlm_logits, sop_logits=sop_logits)
+        bow_logits = None
+        if self.cls_bow:
+            pooled = out.pooler_output.unsqueeze(1)  # [B, 1, H]
+            bow_logits = self.predictions(pooled, emb.word_embeddings.weight, projection)[:, 0]
+        return AlbertPretrainingOutput(
+            mlm_logits=mlm_logits, sop_logits=sop_logits, bow_logits=bow_logits
+        )
 
 
 class AlbertForSequenceClassification(AlbertPreTrainedModel):

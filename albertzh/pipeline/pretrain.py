@@ -112,6 +112,13 @@ class PretrainConfig(tr.TrainConfig):
         description="--objective rtd: weight of the replaced-token loss against the "
         "generator's MLM loss (ELECTRA's 50).",
     )
+    cls_bow_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of a bag-of-words term: the pooled [CLS] alone predicts every "
+        "masked token of its sequence (through the MLM head, no new weights), so the vector "
+        "finetuning classifies from learns what a whole text is about. 0 = off.",
+    )
     masking: Literal["auto", "dynamic", "static"] = Field(
         "auto",
         description="Mask at load time (dynamic) or use the shards' stored masks (static); auto follows the shards.",
@@ -248,6 +255,8 @@ def _setup(cfg: PretrainConfig) -> _Setup:
             )
     else:
         mc = _model_config(cfg, size)
+    if cfg.objective == "rtd" and cfg.cls_bow_weight > 0:
+        raise ConfigError("--cls-bow-weight: for --objective mlm only")
     if cfg.objective == "rtd" and mc.embedding_layout != "google":
         raise ConfigError(
             "--objective rtd: the model has embedding_layout brightmart; it needs google "
@@ -578,8 +587,11 @@ def _load_model(cfg: PretrainConfig, setup: _Setup, resume_from: Path | None) ->
             setup.model_config, generator_size=cfg.generator_size
         )
     if source is not None:
-        return AlbertForPreTraining.from_pretrained(source)
-    return AlbertForPreTraining(setup.model_config)
+        model = AlbertForPreTraining.from_pretrained(source)
+    else:
+        model = AlbertForPreTraining(setup.model_config)
+    model.cls_bow = cfg.cls_bow_weight > 0
+    return model
 
 
 def _model_meta(
@@ -652,7 +664,9 @@ def _train_step(r: _Run, micro: list[dict[str, Any]]) -> tr.StepResult:
     return tr.train_step(
         r.model,
         micro,
-        functools.partial(pretraining_loss, rtd_weight=r.cfg.rtd_weight),
+        functools.partial(
+            pretraining_loss, rtd_weight=r.cfg.rtd_weight, cls_bow_weight=r.cfg.cls_bow_weight
+        ),
         r.optimizer,
         r.scheduler,
         scaler=r.scaler,

@@ -167,10 +167,13 @@ def pretraining_loss(
     batch: Mapping[str, torch.Tensor],
     *,
     rtd_weight: float = RTD_WEIGHT,
+    cls_bow_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """MLM (mean over real predictions) + SOP cross-entropy, and their accuracies; for a
     replaced-token-detection model also ``rtd_weight`` x the detection loss (mean over real
-    tokens), the generator's MLM being the MLM term."""
+    tokens), the generator's MLM being the MLM term; for a model that gives ``bow_logits``
+    also ``cls_bow_weight`` x the bag-of-words loss: each masked token predicted from its
+    sequence's pooled [CLS] alone (mean over real predictions)."""
     out = _forward(model, batch)
     logits = out.mlm_logits.float()  # [B, P, V]
     labels = batch["masked_labels"]  # [B, P], IGNORE_INDEX in padding slots
@@ -195,6 +198,12 @@ def pretraining_loss(
         "sop_accuracy": sop_acc,
     }
     loss = mlm_loss + sop_loss
+    if out.bow_logits is not None and cls_bow_weight > 0:
+        logp = F.log_softmax(out.bow_logits.float(), dim=-1)  # [B, V]
+        picked = logp.gather(1, labels.clamp(min=0))  # [B, P]
+        bow_loss = -(picked * valid).sum() / n
+        loss = loss + cls_bow_weight * bow_loss
+        metrics["bow_loss"] = bow_loss.detach()
     if out.rtd_logits is not None:
         rtd = _rtd_sums(out, batch["attention_mask"])
         count = rtd["rtd_count"].clamp(min=1)

@@ -613,3 +613,71 @@ def test_rtd_refuses_the_brightmart_layout(inputs: dict[str, Path], tmp_path: Pa
     bright.write_text(json.dumps({**TINY, "embedding_layout": "brightmart"}))
     with pytest.raises(ConfigError, match="--objective rtd.*brightmart"):
         pt._setup(_cfg(inputs, tmp_path / "b", objective="rtd", model_config_file=bright))
+
+
+def test_cls_bow_term_is_the_masked_tokens_predicted_from_the_pooled_cls() -> None:
+    """--cls-bow-weight w: loss = MLM + SOP + w x (mean over real predictions of -log p(label)
+    under the MLM head applied to the pooled [CLS]); padding slots ignored; off by default."""
+    from albertzh.model import AlbertConfig
+
+    torch.manual_seed(0)
+    model = AlbertForPreTraining(AlbertConfig(**TINY)).eval()
+    batch = {
+        "input_ids": torch.tensor([[2, 4, 9, 3, 10, 3], [2, 4, 8, 3, 0, 0]]),
+        "attention_mask": torch.tensor([[1] * 6, [1, 1, 1, 1, 0, 0]]),
+        "token_type_ids": torch.tensor([[0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 0]]),
+        "masked_positions": torch.tensor([[1, 4], [1, 0]]),
+        "masked_labels": torch.tensor([[7, 12], [20, -100]]),
+        "sop_labels": torch.tensor([0, 1]),
+    }
+    base, m0 = pt.pretraining_loss(model, batch)
+    assert "bow_loss" not in m0  # off unless the model is asked for it
+    model.cls_bow = True
+    loss, m = pt.pretraining_loss(model, batch, cls_bow_weight=0.5)
+    with torch.no_grad():
+        out = model.albert(
+            batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+        )
+        emb = model.albert.embeddings.word_embeddings.weight
+        lp = torch.log_softmax(model.predictions(out.pooler_output[:, None], emb)[:, 0], -1)
+    expected = -(lp[0, 7] + lp[0, 12] + lp[1, 20]) / 3
+    torch.testing.assert_close(m["bow_loss"], expected)
+    torch.testing.assert_close(loss.detach(), base.detach() + 0.5 * expected)
+    # the term trains the pooler (which finetuning classifies from) and the embeddings
+    model.zero_grad()
+    loss.backward()
+    with_bow = model.albert.pooler.weight.grad.clone()
+    model.zero_grad()
+    pt.pretraining_loss(model, batch, cls_bow_weight=0.0)[0].backward()
+    assert not torch.allclose(with_bow, model.albert.pooler.weight.grad)
+
+
+def test_cls_bow_run_logs_the_term_and_saves_a_plain_model_dir(
+    inputs: dict[str, Path], baseline: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flag adds no weights: the model dir has the baseline's keys; a stop + --resume
+    continues bit-identically with the term on; --objective rtd refuses it."""
+    from safetensors.torch import load_file
+
+    kw = dict(cls_bow_weight=1.0, steps=8, save_every=0)
+    ref = pt.run(_cfg(inputs, tmp_path / "ref", **kw)).to_dict()
+    recs = tr.read_metrics(tmp_path / "ref", "train")
+    assert all("bow_loss" in r for r in recs)
+    plain = pt.run(_cfg(inputs, tmp_path / "plain", steps=8, save_every=0)).to_dict()
+    assert ref["weights_sha256"] != plain["weights_sha256"]  # the term did train
+    keys = set(load_file(tmp_path / "ref" / "model.safetensors"))
+    assert keys == set(load_file(baseline["dir"] / "model.safetensors"))
+    meta = json.loads((tmp_path / "ref" / "albertzh.json").read_text())
+    assert meta["config"]["cls_bow_weight"] == 1.0
+
+    out = tmp_path / "run"
+    _stop_at(monkeypatch, 4, signal.SIGINT)
+    assert pt.run(_cfg(inputs, out, **kw)).exit_code == 130
+    monkeypatch.undo()
+    resumed = pt.run(_cfg(inputs, out, resume=True, **kw)).to_dict()
+    assert resumed["resumed_from_step"] == 4
+    assert resumed["weights_sha256"] == ref["weights_sha256"]
+    with pytest.raises(ConfigError, match="--cls-bow-weight"):
+        pt._setup(_cfg(inputs, tmp_path / "r", objective="rtd", cls_bow_weight=1.0))
