@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.train.test_instances import TINY_MODEL
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -68,6 +70,17 @@ def test_lr_chosen_on_dev_and_tasks_gathered_in_one_file(
     assert "| +9.00 | yes |" in out and "| +4.00 | no |" in out
 
 
+def _tiny_pretraining_model(seed: int):  # noqa: ANN202
+    """The tests' tiny ALBERT (TINY_MODEL) with pretraining heads, drawn with ``seed``."""
+    import torch
+
+    from albertzh.model import AlbertForPreTraining
+    from albertzh.model.config import AlbertConfig
+
+    torch.manual_seed(seed)
+    return AlbertForPreTraining(AlbertConfig(**TINY_MODEL))
+
+
 def test_reinit_replaces_only_the_parts_asked_for(gain, tmp_path: Path) -> None:
     """`reinit --parts embeddings` keeps every encoder/head tensor and draws the embeddings
     afresh (N(0, initializer_range), LayerNorm 1/0), the same draw for the same seed."""
@@ -75,14 +88,9 @@ def test_reinit_replaces_only_the_parts_asked_for(gain, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     from albertzh.model import AlbertForPreTraining
-    from albertzh.model.config import AlbertConfig
 
-    cfg = AlbertConfig(
-        vocab_size=50, embedding_size=8, hidden_size=16, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=32, max_position_embeddings=16,
-    )  # fmt: skip
-    torch.manual_seed(123)
-    model = AlbertForPreTraining(cfg)
+    model = _tiny_pretraining_model(123)
+    cfg = model.config
     with torch.no_grad():  # a "pretrained" model: nothing at its init values
         for p in model.parameters():
             p.add_(torch.randn_like(p))
@@ -98,7 +106,8 @@ def test_reinit_replaces_only_the_parts_asked_for(gain, tmp_path: Path) -> None:
         assert changed == k.startswith(prefixes), k
     emb = new["albert.embeddings.word_embeddings.weight"]
     assert abs(float(emb.std()) - cfg.initializer_range) < 0.005
-    assert torch.equal(new["albert.embeddings.LayerNorm.weight"], torch.ones(8))
+    ones = torch.ones(cfg.embedding_size)
+    assert torch.equal(new["albert.embeddings.LayerNorm.weight"], ones)
     again = load_file(tmp_path / "pre-Q2" / "model.safetensors")
     assert all(torch.equal(new[k], again[k]) for k in new)
     # the copy is a model directory that loads, and the config came along
@@ -116,15 +125,9 @@ def test_scale_embeddings_keeps_the_function(gain, tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     from safetensors.torch import load_file
 
-    from albertzh.model import AlbertForPreTraining, AlbertModel
-    from albertzh.model.config import AlbertConfig
+    from albertzh.model import AlbertModel
 
-    cfg = AlbertConfig(
-        vocab_size=50, embedding_size=8, hidden_size=16, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=32, max_position_embeddings=16,
-    )  # fmt: skip
-    torch.manual_seed(5)
-    model = AlbertForPreTraining(cfg)
+    model = _tiny_pretraining_model(5)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "embeddings" in name and "LayerNorm" not in name:
@@ -136,7 +139,7 @@ def test_scale_embeddings_keeps_the_function(gain, tmp_path: Path) -> None:
     for k in old:
         want = old[k] * 0.2 if k in gain.EMBEDDING_TABLES else old[k]
         assert torch.equal(new[k], want), k
-    ids = torch.randint(1, 50, (3, 12))
+    ids = torch.randint(1, model.config.vocab_size, (3, 12))
     mask = torch.ones_like(ids)
     a, b = (AlbertModel.from_pretrained(tmp_path / f"pre-{n}").eval() for n in ("P", "S"))
     with torch.no_grad():

@@ -347,7 +347,9 @@ def test_evaluate_pretraining(inputs: dict[str, Path], baseline: dict) -> None:
         evaluate_pretraining(other, inputs["shards"], batch_size=16)
 
 
-def test_pretraining_loss_ignores_padding_slots() -> None:
+def _model_and_padded_batch() -> tuple[AlbertForPreTraining, dict[str, torch.Tensor]]:
+    """A tiny model (seed 0, eval mode) and two rows: the second with padding tokens and a
+    padding prediction slot (label -100)."""
     from albertzh.model import AlbertConfig
 
     torch.manual_seed(0)
@@ -360,6 +362,11 @@ def test_pretraining_loss_ignores_padding_slots() -> None:
         "masked_labels": torch.tensor([[7, 12], [20, -100]]),
         "sop_labels": torch.tensor([0, 1]),
     }
+    return model, batch
+
+
+def test_pretraining_loss_ignores_padding_slots() -> None:
+    model, batch = _model_and_padded_batch()
     loss, m = pt.pretraining_loss(model, batch)
     with torch.no_grad():
         out = model(
@@ -618,18 +625,7 @@ def test_rtd_refuses_the_brightmart_layout(inputs: dict[str, Path], tmp_path: Pa
 def test_cls_bow_term_is_the_masked_tokens_predicted_from_the_pooled_cls() -> None:
     """--cls-bow-weight w: loss = MLM + SOP + w x (mean over real predictions of -log p(label)
     under the MLM head applied to the pooled [CLS]); padding slots ignored; off by default."""
-    from albertzh.model import AlbertConfig
-
-    torch.manual_seed(0)
-    model = AlbertForPreTraining(AlbertConfig(**TINY)).eval()
-    batch = {
-        "input_ids": torch.tensor([[2, 4, 9, 3, 10, 3], [2, 4, 8, 3, 0, 0]]),
-        "attention_mask": torch.tensor([[1] * 6, [1, 1, 1, 1, 0, 0]]),
-        "token_type_ids": torch.tensor([[0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 0]]),
-        "masked_positions": torch.tensor([[1, 4], [1, 0]]),
-        "masked_labels": torch.tensor([[7, 12], [20, -100]]),
-        "sop_labels": torch.tensor([0, 1]),
-    }
+    model, batch = _model_and_padded_batch()
     base, m0 = pt.pretraining_loss(model, batch)
     assert "bow_loss" not in m0  # off unless the model is asked for it
     model.cls_bow = True
