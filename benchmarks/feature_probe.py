@@ -41,6 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from albertzh.data import tasks as T  # noqa: E402
+from albertzh.errors import AlbertzhError, InputError  # noqa: E402
 from albertzh.model import AlbertConfig, AlbertModel  # noqa: E402
 from albertzh.tokenizer import load_tokenizer  # noqa: E402
 
@@ -104,7 +105,7 @@ def lsa_table(docs_dir: Path, tokenizer: Any, vocab: int, dim: int, seed: int = 
             vals += (1.0 + np.log(c)).tolist()
             n_docs += 1
     if not n_docs:
-        raise SystemExit(f"{docs_dir}: no documents")
+        raise InputError(f"{docs_dir}: no documents")
     tf = torch.sparse_coo_tensor(
         torch.tensor([rows, cols]),
         torch.tensor(vals, dtype=torch.float32),
@@ -210,7 +211,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     for name in a.models:
         model = AlbertModel.from_pretrained(work / f"pre-{name}")
         if model.config.vocab_size != vocab:
-            raise SystemExit(f"pre-{name}: vocab size {model.config.vocab_size}, not {vocab}")
+            raise InputError(f"pre-{name}: vocab size {model.config.vocab_size}, not {vocab}")
         table = model.embeddings.word_embeddings.weight.detach().numpy()
         feats[f"{name} embeddings"] = for_rows(lambda ids, t=table: bag(ids, t, special))
         feats[f"{name} encoder"] = for_rows(lambda ids, m=model: encoder_mean(m, ids))
@@ -271,11 +272,14 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     try:
         task = T.get_task(a.task)
-    except Exception as e:  # noqa: BLE001 - the registry's own one-line message
-        p.error(f"--task: {e}")
+    except AlbertzhError as e:  # the registry's own one-line message
+        p.error(str(e))
     if task.text_b or T.kind_of(a.task) != "classification":
         p.error(f"--task {a.task}: not a single-sentence classification task")
-    res = run(a)
+    try:
+        res = run(a)
+    except AlbertzhError as e:  # a missing work dir, split file or model dir: one line
+        p.error(str(e))
     if a.out:
         a.out.write_text(json.dumps(res, indent=1) + "\n")
 

@@ -98,7 +98,16 @@ def test_features_from_outside_the_labels_show_as_added_accuracy(probe, tmp_path
     assert set(rows) == {"12|one-hot", "12|P embeddings", "12|P encoder"}
 
 
-def test_sentence_pair_task_refused(probe, tmp_path: Path) -> None:
-    with pytest.raises(SystemExit) as exc:
-        probe.main(["-w", str(tmp_path), "--task", "ocnli", "--models", "P"])
-    assert exc.value.code == 2
+def test_bad_inputs_are_one_line_exit_2(
+    probe, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    for argv, message in (
+        (["--task", "ocnli"], "not a single-sentence classification task"),
+        (["--task", "nosuch"], "unknown task 'nosuch'"),
+        ([], "data directory not found"),  # no tasks/ in the work dir
+    ):
+        with pytest.raises(SystemExit) as exc:
+            probe.main(["-w", str(tmp_path), "--models", "P", *argv])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert message in err and "Traceback" not in err
