@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:
 from albertzh.data import tasks as T  # noqa: E402
 from albertzh.errors import AlbertzhError, InputError  # noqa: E402
 from albertzh.model import AlbertConfig, AlbertModel  # noqa: E402
+from albertzh.pipeline.finetune import train_sample  # noqa: E402
 from albertzh.tokenizer import load_tokenizer  # noqa: E402
 
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)
@@ -194,8 +195,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     samples = {}  # (labels, seed) -> train row indices, as finetune draws them
     for n in a.labels:
         for seed in a.seeds:
-            order = np.random.default_rng(seed).permutation(len(train))
-            samples[n, seed] = order[: min(n, len(train))]
+            keep = train_sample(len(train), n, seed)
+            samples[n, seed] = np.arange(len(train)) if keep is None else keep
     used = sorted({int(i) for idx in samples.values() for i in idx})
 
     # features[name] = (per-train-row array for the rows in ``used`` (by row), dev array)

@@ -165,12 +165,18 @@ def _load_data(cfg: FinetuneConfig) -> tuple[T.Task, TaskKind, dict[str, Any]]:
         dev = None
     else:
         dev = (dev_path, kind.read_split(task, dev_path))
-    if cfg.max_train_examples and cfg.max_train_examples < len(train):
-        keep = np.sort(
-            np.random.default_rng(cfg.seed).permutation(len(train))[: cfg.max_train_examples]
-        )
+    keep = train_sample(len(train), cfg.max_train_examples, cfg.seed)
+    if keep is not None:
         train = [train[i] for i in keep]
     return task, kind, {"train": (train_path, train), "dev": dev}
+
+
+def train_sample(rows: int, limit: int | None, seed: int) -> np.ndarray | None:
+    """The train rows ``--max-train-examples limit --seed seed`` keeps (sorted indices), or None
+    when it keeps them all."""
+    if not limit or limit >= rows:
+        return None
+    return np.sort(np.random.default_rng(seed).permutation(rows)[:limit])
 
 
 def _dropout_overrides(cfg: FinetuneConfig) -> dict[str, Any]:
