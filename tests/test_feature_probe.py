@@ -3,31 +3,25 @@ labels can solve: the labelled sample uses a few tokens of each class, dev only 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.benchmark_module import load_benchmark
 from tests.train.test_instances import TINY_MODEL
 
 torch = pytest.importorskip("torch")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-ROOT = Path(__file__).resolve().parents[1]
 CHARS = "我们你他是的了在有不这个人中大上为和国地到以说时要就出会可也好吗很对年生天下去来"
 POS, NEG = CHARS[:20], CHARS[20:40]  # class 1 tokens, class 0 tokens
 
 
 @pytest.fixture(scope="module")
 def probe():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location(
-        "feature_probe", ROOT / "benchmarks" / "feature_probe.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("feature_probe")
 
 
 def _texts(chars: str, n: int, seed: int) -> list[str]:

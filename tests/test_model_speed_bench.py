@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from albertzh.model import AlbertConfig
+from tests.benchmark_module import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "model_speed.py"
@@ -20,10 +20,7 @@ SCRIPT = ROOT / "benchmarks" / "model_speed.py"
 @pytest.fixture(scope="module")
 def bench():
     """The benchmark module, imported by path (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("_model_speed_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("model_speed", "_model_speed_bench")
 
 
 def test_matmul_peak_is_positive(bench):

@@ -4,25 +4,18 @@ gather tasks, and the report table (the finetuning runs themselves are faked).""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.benchmark_module import load_benchmark
 from tests.train.test_instances import TINY_MODEL
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def gain():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location(
-        "pretraining_gain", ROOT / "benchmarks" / "pretraining_gain.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("pretraining_gain")
 
 
 def args(work: Path, **kw) -> argparse.Namespace:  # noqa: ANN003

@@ -13,13 +13,13 @@ asserts 1e-5 at step 0 and 1e-4 after the steps: orders of magnitude below a rea
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.benchmark_module import load_benchmark
 from tests.train.test_instances import TINY_MODEL, make_vocab, vocab_info, write_instances
 
 pytest.importorskip("transformers")
@@ -28,15 +28,7 @@ pytest.importorskip("matplotlib")
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_efficiency.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("step_efficiency", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-se = _load()
+se = load_benchmark("step_efficiency")
 
 
 @pytest.fixture(scope="module")
