@@ -747,6 +747,8 @@ class Speedometer:
         self.t0 = time.perf_counter()
         self.tokens = 0
         self._win: list[tuple[float, int, int]] = [(self.t0, 0, start_step)]
+        self._first_mark: tuple[float, int] | None = None
+        self._last_mark: tuple[float, int] | None = None
 
     def update(self, step: int, tokens: int) -> dict[str, float]:
         now = time.perf_counter()
@@ -761,6 +763,22 @@ class Speedometer:
 
     def overall_tokens_per_s(self) -> float:
         return self.tokens / max(1e-9, time.perf_counter() - self.t0)
+
+    def mark(self) -> None:
+        """Call where the host has just waited for the device (a log line reads the losses):
+        :meth:`steady_tokens_per_s` measures from the first such mark to the last."""
+        point = (time.perf_counter(), self.tokens)
+        if self._first_mark is None:
+            self._first_mark = point
+        self._last_mark = point
+
+    def steady_tokens_per_s(self) -> float | None:
+        """Tokens/s between the first and the last :meth:`mark`: without the first steps
+        (allocator, kernel selection, torch.compile), None with fewer than two marks."""
+        if self._first_mark is None or self._last_mark is None:
+            return None
+        (t0, n0), (t1, n1) = self._first_mark, self._last_mark
+        return (n1 - n0) / (t1 - t0) if t1 > t0 and n1 > n0 else None
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -420,6 +420,23 @@ def test_cycle_epochs_and_averager() -> None:
     assert info["tokens_per_s"] > 0 and info["eta_s"] >= 0
 
 
+def test_speedometer_steady_rate_runs_from_the_first_mark_to_the_last(monkeypatch) -> None:
+    clock = iter([0.0, 50.0, 50.0, 51.0, 52.0, 52.0, 53.0, 54.0, 54.0])
+    monkeypatch.setattr(tr.time, "perf_counter", lambda: next(clock))
+    sp = tr.Speedometer(0, 10)  # t0 = 0
+    sp.update(1, 100)  # a slow first step (t = 50: compile, allocator)
+    assert sp.steady_tokens_per_s() is None
+    sp.mark()  # t = 50, 100 tokens
+    sp.update(2, 100)  # t = 51
+    sp.update(3, 100)  # t = 52
+    sp.mark()  # t = 52, 300 tokens
+    assert sp.steady_tokens_per_s() == 100.0  # 200 tokens in 2 s; the first step left out
+    sp.update(4, 100)  # t = 53
+    sp.update(5, 100)  # t = 54
+    sp.mark()  # t = 54, 500 tokens
+    assert sp.steady_tokens_per_s() == 100.0
+
+
 def test_metrics_log_writes_tensorboard_when_importable(tmp_path: Path, monkeypatch) -> None:
     import sys
     import types
