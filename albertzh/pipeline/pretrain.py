@@ -15,6 +15,7 @@ both. :func:`evaluate_pretraining` computes them on a whole instances dataset (`
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import time
@@ -137,6 +138,13 @@ class PretrainConfig(tr.TrainConfig):
     )
     length_buckets: int = Field(
         1, ge=1, description="Sort windows of N batches by length to cut padding (1 = off)."
+    )
+    pad_multiple: int | None = Field(
+        None,
+        ge=1,
+        description="Pad each batch's length and its masked positions to a multiple of N, so "
+        "that few shapes recur (kernels planned per shape, e.g. cuDNN attention and "
+        "torch.compile graphs, are reused); default: 64 on CUDA, 1 (the longest row) elsewhere.",
     )
     optimizer: Literal["auto", "lamb", "adamw"] = Field(
         "auto",
@@ -458,9 +466,24 @@ def _run(cfg: PretrainConfig, dist: tr.DistInfo) -> Summary:
 # --------------------------------------------------------------------------- setup
 
 
+GPU_PAD_MULTIPLE = 64  # --pad-multiple's default on CUDA
+
+
+def pad_multiple_for(asked: int | None, device: torch.device) -> int:
+    """--pad-multiple, or its default: 64 on CUDA (few batch shapes, so cuDNN attention plans
+    and compiled graphs are reused), 1 elsewhere (on CPU every padded position costs time)."""
+    if asked is not None:
+        return asked
+    return GPU_PAD_MULTIPLE if device.type == "cuda" else 1
+
+
 def _prepare(cfg: PretrainConfig, dist: tr.DistInfo) -> tuple[_Run, _TrainState]:
     """Check the inputs, then build the run; on --resume, restore where it stopped."""
     setup = _setup(cfg)
+    pad = pad_multiple_for(cfg.pad_multiple, dist.device)
+    setup.spec = dataclasses.replace(setup.spec, pad_multiple=pad)
+    if setup.eval_spec is not None:
+        setup.eval_spec = dataclasses.replace(setup.eval_spec, pad_multiple=pad)
     if cfg.vocab is None:  # the vocab the shards name is an input too
         outputs.check_apart(cfg.output, {"the shards' vocab": recorded_vocab_dirs(setup.data)})
     precision = tr.resolve_precision(cfg.precision, dist.device)
@@ -637,6 +660,7 @@ def _train(
         bar.update(lr=result.lr, tok_s=round(rate["tokens_per_s"]))  # loss: on log lines
         if st.step % cfg.log_every == 0 or st.step == r.total:
             _log_train(r, st, avg.pop(), result, rate, bar)
+            speed.mark()  # the log line waited for the device: a point for the steady rate
         if r.setup.eval_spec is not None and cfg.eval_every and st.step % cfg.eval_every == 0:
             _evaluate(r, st)
         if cfg.save_every and st.step % cfg.save_every == 0 and st.step < r.total:
@@ -760,6 +784,10 @@ def _finish(r: _Run, st: _TrainState, interrupted: bool) -> None:
     r.log.close()
 
 
+def _rounded(x: float | None) -> int | None:
+    return None if x is None else round(x)
+
+
 def _peak_gpu_memory_gib(device: Any) -> float | None:
     """This rank's peak of allocated CUDA memory in GiB since the loop began (None on CPU)."""
     if device.type != "cuda":
@@ -802,6 +830,8 @@ def _summary(
         "ranks_in_sync": len(set(digests)) == 1,
         "train": st.last_train,
         "tokens_per_s": round(speed.overall_tokens_per_s()),
+        # from the first log line to the last: without the first steps' warm-up or compile
+        "steady_tokens_per_s": _rounded(speed.steady_tokens_per_s()),
         "peak_gpu_memory_gib": _peak_gpu_memory_gib(r.dist.device),
         "seconds": round(elapsed, 1),
     }

@@ -75,6 +75,10 @@ class MaskSpec:
     # The sentence-pair task of the [CLS] head: "sop" (are A and B in order or swapped; the
     # shards' sop_label) or "nsp" (is B the continuation of A, or from another document).
     sentence_task: str = "sop"
+    # Pad each batch's length, and its number of masked positions, up to a multiple of this
+    # (1 = to the longest row): fewer distinct shapes, so GPU kernels planned per shape (cuDNN
+    # attention, torch.compile graphs) are reused instead of built again for most batches.
+    pad_multiple: int = 1
 
 
 NSP_RANDOM_RATE = 0.5  # share of pairs whose B comes from another document under "nsp"
@@ -349,6 +353,14 @@ def collate(rows: Sequence[_Row], spec: MaskSpec, rng: np.random.Generator) -> d
         ids = mb.input_ids.astype(np.int64)
         positions = mb.positions[:, :P].astype(np.int64)
         labels = mb.labels[:, :P].astype(np.int64)
+    if spec.pad_multiple > 1:  # after masking: the masks (and the RNG draws) do not change
+        m = spec.pad_multiple
+        ids, attn, tt = (
+            _pad_to(a, -(-T // m) * m, fill)
+            for a, fill in ((ids, spec.pad_id), (attn, False), (tt, 0))
+        )
+        positions = _pad_to(positions, -(-P // m) * m, 0)
+        labels = _pad_to(labels, -(-P // m) * m, IGNORE_INDEX)
     return {
         "input_ids": torch.from_numpy(ids),
         "attention_mask": torch.from_numpy(attn.astype(np.int64)),
@@ -358,6 +370,15 @@ def collate(rows: Sequence[_Row], spec: MaskSpec, rng: np.random.Generator) -> d
         "sop_labels": torch.tensor([r[3] for r in rows], dtype=torch.int64),
         "num_tokens": torch.tensor(int(lens.sum())),
     }
+
+
+def _pad_to(a: np.ndarray, width: int, fill: Any) -> np.ndarray:
+    """``a`` (B, n) widened to (B, width) with ``fill`` on the right."""
+    if a.shape[1] >= width:
+        return a
+    out = np.full((a.shape[0], width), fill, dtype=a.dtype)
+    out[:, : a.shape[1]] = a
+    return out
 
 
 class InstanceStream(IterableDataset):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+import torch
 import typer
 from click.testing import CliRunner
 
@@ -62,13 +63,15 @@ def test_help_lists_the_flags() -> None:
 def test_tiny_run_json_summary(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "run"
     r = invoke(
-        *_base(files, out), "--steps", "3", "--batch-size", "8", "--eval-fraction", "0.2", "--json"
-    )
+        *_base(files, out), "--steps", "3", "--batch-size", "8", "--eval-fraction", "0.2",
+        "--log-every", "1", "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
     assert s["stage"] == "pretrain" and s["steps"] == 3 and s["model"]["hidden_size"] == 32
     assert s["eval_last"]["instances"] == 12
     assert s["peak_gpu_memory_gib"] is None and s["tokens_per_s"] > 0  # CPU: no GPU peak
+    assert s["steady_tokens_per_s"] > 0  # steps 2-3: log lines at 1, 2 and 3
     assert (out / "config.json").is_file() and (out / "metrics.jsonl").is_file()
     # The tokenizer came from the vocab dir recorded in the shards' manifest.
     assert (out / "vocab.txt").read_bytes() == (files["vocab"] / "vocab.txt").read_bytes()
@@ -232,6 +235,24 @@ def test_workers_do_not_change_the_run(files: dict[str, Path], tmp_path: Path) -
     r = invoke(*_base(files, b), *common, "--num-workers", "2")
     assert r.exit_code == 0, r.output
     assert _losses(a) == _losses(b) and len(_losses(a)) == 3
+
+
+def test_pad_multiple_leaves_the_losses_and_defaults_by_device(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """Padding to a multiple adds masked-out positions only: the same run, within rounding."""
+    common = ["--steps", "3", "--batch-size", "8", "--log-every", "1", "--eval-fraction", "0.2"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert invoke(*_base(files, a), *common).exit_code == 0
+    r = invoke(*_base(files, b), *common, "--pad-multiple", "32", "--json")
+    assert r.exit_code == 0, r.output
+    assert _losses(b) == pytest.approx(_losses(a), abs=1e-4) and len(_losses(a)) == 3
+    from albertzh.pipeline.pretrain import pad_multiple_for
+
+    assert pad_multiple_for(None, torch.device("cpu")) == 1
+    assert pad_multiple_for(None, torch.device("cuda", 0)) == 64
+    assert pad_multiple_for(8, torch.device("cuda", 0)) == 8
+    assert invoke(*_base(files, tmp_path / "c"), "--pad-multiple", "0").exit_code == 2
 
 
 def test_eval_data_static_shards_and_options(files: dict[str, Path], tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -237,6 +238,33 @@ def test_batches_are_padded_and_masked(data: idata.InstanceData) -> None:
         ]
     )
     assert (masked == MASK).float().mean() > 0.6
+
+
+def test_pad_multiple_pads_lengths_and_predictions_and_changes_nothing_else(
+    data: idata.InstanceData,
+) -> None:
+    kw = {"batch_size": 8, "seed": 1}
+    plain = _all(idata.make_loader(data.units, _spec(), **kw))
+    spec = dataclasses.replace(_spec(), pad_multiple=16)
+    padded = _all(idata.make_loader(data.units, spec, **kw))
+    assert len(padded) == len(plain)
+    shapes = set()
+    for a, b in zip(plain, padded, strict=True):
+        T, P = a["input_ids"].shape[1], a["masked_positions"].shape[1]
+        assert b["input_ids"].shape[1] == -(-T // 16) * 16  # the next multiple of 16
+        assert b["masked_positions"].shape[1] == -(-P // 16) * 16
+        shapes.add(tuple(b["input_ids"].shape))
+        for key in ("input_ids", "attention_mask", "token_type_ids"):  # same rows, then padding
+            assert torch.equal(b[key][:, :T], a[key]), key
+        assert bool((b["input_ids"][:, T:] == PAD).all())
+        assert not bool(b["attention_mask"][:, T:].any() or b["token_type_ids"][:, T:].any())
+        # same masks (the RNG draws do not change); the extra slots predict nothing
+        assert torch.equal(b["masked_positions"][:, :P], a["masked_positions"])
+        assert torch.equal(b["masked_labels"][:, :P], a["masked_labels"])
+        assert bool((b["masked_labels"][:, P:] == -100).all())
+        for key in ("sop_labels", "num_tokens"):
+            assert torch.equal(b[key], a[key]), key
+    assert len(shapes) < len({tuple(a["input_ids"].shape) for a in plain})
 
 
 def test_same_seed_same_batches_and_workers_do_not_matter(data: idata.InstanceData) -> None:
