@@ -206,7 +206,11 @@ def _syncs(fn) -> list[str]:
         finally:
             torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
-    return [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
+    # "called a synchronizing CUDA operation"; not the one-time notice that the debug mode
+    # is a prototype (its text says "Synchronization debug mode ...")
+    return [
+        str(w.message) for w in caught if "synchronizing cuda operation" in str(w.message).lower()
+    ]
 
 
 def _pretraining_batch(vocab_size: int) -> dict[str, torch.Tensor]:
