@@ -480,10 +480,13 @@ def pad_multiple_for(asked: int | None, device: torch.device) -> int:
 def _prepare(cfg: PretrainConfig, dist: tr.DistInfo) -> tuple[_Run, _TrainState]:
     """Check the inputs, then build the run; on --resume, restore where it stopped."""
     setup = _setup(cfg)
-    pad = pad_multiple_for(cfg.pad_multiple, dist.device)
-    setup.spec = dataclasses.replace(setup.spec, pad_multiple=pad)
+    pad = {
+        "pad_multiple": pad_multiple_for(cfg.pad_multiple, dist.device),
+        "pad_limit": setup.model_config.max_position_embeddings,
+    }
+    setup.spec = dataclasses.replace(setup.spec, **pad)
     if setup.eval_spec is not None:
-        setup.eval_spec = dataclasses.replace(setup.eval_spec, pad_multiple=pad)
+        setup.eval_spec = dataclasses.replace(setup.eval_spec, **pad)
     if cfg.vocab is None:  # the vocab the shards name is an input too
         outputs.check_apart(cfg.output, {"the shards' vocab": recorded_vocab_dirs(setup.data)})
     precision = tr.resolve_precision(cfg.precision, dist.device)

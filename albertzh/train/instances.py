@@ -79,6 +79,8 @@ class MaskSpec:
     # (1 = to the longest row): fewer distinct shapes, so GPU kernels planned per shape (cuDNN
     # attention, torch.compile graphs) are reused instead of built again for most batches.
     pad_multiple: int = 1
+    # ... but never longer than this (the model's max_position_embeddings) unless a row is
+    pad_limit: int | None = None
 
 
 NSP_RANDOM_RATE = 0.5  # share of pairs whose B comes from another document under "nsp"
@@ -355,9 +357,11 @@ def collate(rows: Sequence[_Row], spec: MaskSpec, rng: np.random.Generator) -> d
         labels = mb.labels[:, :P].astype(np.int64)
     if spec.pad_multiple > 1:  # after masking: the masks (and the RNG draws) do not change
         m = spec.pad_multiple
+        width = -(-T // m) * m
+        if spec.pad_limit is not None:
+            width = max(T, min(width, spec.pad_limit))
         ids, attn, tt = (
-            _pad_to(a, -(-T // m) * m, fill)
-            for a, fill in ((ids, spec.pad_id), (attn, False), (tt, 0))
+            _pad_to(a, width, fill) for a, fill in ((ids, spec.pad_id), (attn, False), (tt, 0))
         )
         positions = _pad_to(positions, -(-P // m) * m, 0)
         labels = _pad_to(labels, -(-P // m) * m, IGNORE_INDEX)

@@ -253,6 +253,17 @@ def test_pad_multiple_leaves_the_losses_and_defaults_by_device(
     assert pad_multiple_for(None, torch.device("cuda", 0)) == 64
     assert pad_multiple_for(8, torch.device("cuda", 0)) == 8
     assert invoke(*_base(files, tmp_path / "c"), "--pad-multiple", "0").exit_code == 2
+    # a multiple past the model's positions pads to max_position_embeddings, no further
+    r = invoke(
+        *_base(files, tmp_path / "d"),
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--pad-multiple",
+        "100000",
+    )
+    assert r.exit_code == 0, r.output
 
 
 def test_eval_data_static_shards_and_options(files: dict[str, Path], tmp_path: Path) -> None:

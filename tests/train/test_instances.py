@@ -265,6 +265,11 @@ def test_pad_multiple_pads_lengths_and_predictions_and_changes_nothing_else(
         for key in ("sop_labels", "num_tokens"):
             assert torch.equal(b[key], a[key]), key
     assert len(shapes) < len({tuple(a["input_ids"].shape) for a in plain})
+    # never past pad_limit (the model's positions), unless the longest row already is
+    capped = dataclasses.replace(spec, pad_multiple=64, pad_limit=20)
+    for a, b in zip(plain, _all(idata.make_loader(data.units, capped, **kw)), strict=True):
+        T = a["input_ids"].shape[1]
+        assert b["input_ids"].shape[1] == max(T, 20)  # rows of 18-24 tokens
 
 
 def test_same_seed_same_batches_and_workers_do_not_matter(data: idata.InstanceData) -> None:
