@@ -356,15 +356,13 @@ def collate(rows: Sequence[_Row], spec: MaskSpec, rng: np.random.Generator) -> d
         positions = mb.positions[:, :P].astype(np.int64)
         labels = mb.labels[:, :P].astype(np.int64)
     if spec.pad_multiple > 1:  # after masking: the masks (and the RNG draws) do not change
-        m = spec.pad_multiple
-        width = -(-T // m) * m
+        width, slots = _round_up(T, spec.pad_multiple), _round_up(P, spec.pad_multiple)
         if spec.pad_limit is not None:
             width = max(T, min(width, spec.pad_limit))
         ids, attn, tt = (
             _pad_to(a, width, fill) for a, fill in ((ids, spec.pad_id), (attn, False), (tt, 0))
         )
-        positions = _pad_to(positions, -(-P // m) * m, 0)
-        labels = _pad_to(labels, -(-P // m) * m, IGNORE_INDEX)
+        positions, labels = _pad_to(positions, slots, 0), _pad_to(labels, slots, IGNORE_INDEX)
     return {
         "input_ids": torch.from_numpy(ids),
         "attention_mask": torch.from_numpy(attn.astype(np.int64)),
@@ -374,6 +372,10 @@ def collate(rows: Sequence[_Row], spec: MaskSpec, rng: np.random.Generator) -> d
         "sop_labels": torch.tensor([r[3] for r in rows], dtype=torch.int64),
         "num_tokens": torch.tensor(int(lens.sum())),
     }
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 def _pad_to(a: np.ndarray, width: int, fill: Any) -> np.ndarray:
