@@ -137,7 +137,11 @@ class PretrainConfig(tr.TrainConfig):
         10000, ge=1, description="Rows held in the shuffle buffer (1 = no shuffling: file order)."
     )
     length_buckets: int = Field(
-        1, ge=1, description="Sort windows of N batches by length to cut padding (1 = off)."
+        1,
+        ge=1,
+        description="Sort windows of N batches by length to cut padding (1 = off). Faster "
+        "(1.75x real tokens/s on CPU with 16 on a mixed-length corpus) but, measured, the "
+        "models finetune worse on topics: see docs/quality.md.",
     )
     pad_multiple: int | None = Field(
         None,
