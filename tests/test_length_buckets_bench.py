@@ -70,5 +70,26 @@ def test_cli_names_a_failing_run(files: dict[str, Path], tmp_path: Path) -> None
          "--buckets", "1", "--batches", "2", "--steps", "2", "--rounds", "1"],
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # albertzh pretrain's exit code for a bad config
     assert "--length-buckets 1 failed" in proc.stderr
+    assert "vocab_size" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--buckets", "1,x"], "comma-separated whole numbers"),
+        (["--buckets", "0,16"], "at least 1"),
+        (["--data", "no/such/shards"], "no/such/shards"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(
+    files: dict[str, Path], args: list[str], message: str
+) -> None:
+    base = ["--data", str(files["shards"]), "--model-config", str(files["tiny"]), "--no-speed"]
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *base, *args], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
