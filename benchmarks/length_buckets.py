@@ -41,20 +41,25 @@ from albertzh.train import instances as idata  # noqa: E402
 from albertzh.train.pretraining import mask_spec, roles_of, tokenizer_for  # noqa: E402
 
 
+def open_shards(
+    data_dir: Path, masked_lm_prob: float, max_predictions: int
+) -> tuple[idata.InstanceData, idata.MaskSpec]:
+    """The shards and the masking pretrain would use on them (opened once, for every N)."""
+    data = idata.InstanceData(data_dir)
+    tok = tokenizer_for(data, None, None)
+    return data, mask_spec(data, roles_of(tok), masked_lm_prob, max_predictions, "auto", "sop")
+
+
 def padding(
-    data_dir: Path,
+    data: idata.InstanceData,
+    spec: idata.MaskSpec,
     bucket: int,
     *,
     batches: int,
     batch_size: int,
     seed: int,
-    masked_lm_prob: float,
-    max_predictions: int,
 ) -> dict[str, float]:
     """Padding shares of the first ``batches`` batches of epoch 0 with this bucket setting."""
-    data = idata.InstanceData(data_dir)
-    tok = tokenizer_for(data, None, None)
-    spec = mask_spec(data, roles_of(tok), masked_lm_prob, max_predictions, "auto", "sop")
     loader = idata.make_loader(
         data.units, spec, batch_size=batch_size, seed=seed, bucket=bucket, num_workers=0
     )
@@ -148,19 +153,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def measure(args: argparse.Namespace, buckets: list[int]) -> dict[str, Any]:
     """The padding figures of every N, then (unless --no-speed) the alternating speed runs."""
+    data, spec = open_shards(args.data, args.masked_lm_prob, args.max_predictions)
     report: dict[str, Any] = {"buckets": {}}
     for b in buckets:
-        report["buckets"][b] = {
-            "padding": padding(
-                args.data,
-                b,
-                batches=args.batches,
-                batch_size=args.batch_size,
-                seed=args.seed,
-                masked_lm_prob=args.masked_lm_prob,
-                max_predictions=args.max_predictions,
-            )
-        }
+        rows = padding(
+            data, spec, b, batches=args.batches, batch_size=args.batch_size, seed=args.seed
+        )
+        report["buckets"][b] = {"padding": rows}
     if not args.no_speed:
         rates: dict[int, list[float]] = {b: [] for b in buckets}
         with tempfile.TemporaryDirectory(prefix="albertzh-buckets-") as tmp:

@@ -31,9 +31,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_buckets_cut_the_padding(files: dict[str, Path]) -> None:
     bench = load_benchmark("length_buckets", "_length_buckets_bench")
-    opts = dict(batches=100, batch_size=8, seed=0, masked_lm_prob=0.4, max_predictions=8)
-    off = bench.padding(files["shards"], 1, **opts)
-    on = bench.padding(files["shards"], 12, **opts)
+    data, spec = bench.open_shards(files["shards"], masked_lm_prob=0.4, max_predictions=8)
+    off = bench.padding(data, spec, 1, batches=100, batch_size=8, seed=0)
+    on = bench.padding(data, spec, 12, batches=100, batch_size=8, seed=0)
     assert off["batches"] == on["batches"] == 12  # 96 rows, batch 8: every row once
     assert 0.2 < off["token_padding"] < 0.8
     assert on["token_padding"] < off["token_padding"] / 2
